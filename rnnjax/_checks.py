@@ -1,0 +1,54 @@
+"""Input checks run at trace time, with errors that name what was expected and what arrived."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_sequence(name: str, xs, feature_size: int | None = None) -> None:
+    """Checks that ``xs`` is a float ``[B, T, D]`` array (with ``D == feature_size`` if given)."""
+    shape = tuple(jnp.shape(xs))
+    want = f"[B, T, {feature_size if feature_size is not None else 'D'}]"
+    if len(shape) != 3:
+        raise ValueError(f"{name} must be {want} (rank 3), got shape {shape} (rank {len(shape)})")
+    if not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {jnp.result_type(xs)}")
+    if feature_size is not None and shape[-1] != feature_size:
+        raise ValueError(f"{name} must be {want}, got shape {shape}")
+
+
+def check_lengths(lengths, batch: int, time: int) -> None:
+    """Checks ``lengths`` is an integer ``[B]`` array; concrete values must lie in ``[0, T]``."""
+    shape = tuple(jnp.shape(lengths))
+    if shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) = [B], got {shape}")
+    if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+        raise TypeError(f"lengths must have an integer dtype, got {jnp.result_type(lengths)}")
+    if isinstance(lengths, jax.core.Tracer):
+        return  # values are unknown under jit; checked whenever they are concrete
+    values = np.asarray(lengths)
+    if values.size and (values.min() < 0 or values.max() > time):
+        raise ValueError(
+            f"lengths must lie in [0, T={time}], got min {values.min()} and max {values.max()}"
+        )
+
+
+def check_mask(name: str, mask, want: tuple[int, int], layout: str) -> None:
+    """Checks a boolean mask such as ``resets`` has shape ``want`` (named ``layout``)."""
+    shape = tuple(jnp.shape(mask))
+    if shape != want:
+        raise ValueError(f"{name} must have shape {want} = {layout}, got {shape}")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise TypeError(f"{name} must be boolean, got {jnp.result_type(mask)}")
+
+
+def check_carry(carry, expected) -> None:
+    """Checks that ``carry`` has the structure and leaf shapes of ``expected`` (a shape tree)."""
+    got_def, want_def = jax.tree.structure(carry), jax.tree.structure(expected)
+    if got_def != want_def:
+        raise ValueError(f"carry must have structure {want_def}, got {got_def}")
+    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True):
+        if tuple(jnp.shape(got)) != tuple(want.shape):
+            shapes = jax.tree.map(lambda a: tuple(a.shape), expected)
+            actual = jax.tree.map(lambda a: tuple(jnp.shape(a)), carry)
+            raise ValueError(f"carry must have shapes {shapes}, got {actual}")

@@ -1,0 +1,9 @@
+"""Recurrent cells: each a value of pure functions (init, initial_carry, apply)."""
+
+from rnnjax.cells._base import Cell
+from rnnjax.cells._gru import gru
+from rnnjax.cells._lstm import LSTMCarry, lstm
+from rnnjax.cells._simple import indrnn, simple
+from rnnjax.cells._wrappers import output_projection, stack
+
+__all__ = ["Cell", "LSTMCarry", "gru", "indrnn", "lstm", "output_projection", "simple", "stack"]

@@ -1,0 +1,106 @@
+"""The Cell value and the helpers every cell factory shares."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Params = dict[str, Any]
+Carry = Any
+Initializer = Callable[..., Array]
+
+glorot_uniform = jax.nn.initializers.glorot_uniform()
+orthogonal = jax.nn.initializers.orthogonal()
+zeros = jax.nn.initializers.zeros
+
+
+class Cell(NamedTuple):
+    """One step of one recurrence, as a value of pure functions.
+
+    Hyperparameters live in the factory's closure; params are plain dicts of arrays.
+
+    Attributes:
+      init: ``(key, input_size) -> params``.
+      initial_carry: ``(params, batch_shape) -> carry`` (zeros, or the learnt carry).
+      apply: ``(params, carry, x[..., D]) -> (carry, y[..., output_size])``, the scan order.
+      output_size: size of ``y``.
+      input_size: ``params -> D``, used to check inputs before tracing.
+      project: optional ``(params, xs[..., D]) -> pre[..., G]``, the part of a step that does not
+        depend on the carry (input matmul and bias). ``unroll`` hoists it out of the scan so all
+        time steps share one large matmul.
+      recur: ``(params, carry, pre) -> (carry, y)``, the rest of the step; present with ``project``.
+        Always ``apply(p, c, x) == recur(p, c, project(p, x))``.
+    """
+
+    init: Callable[[Array, int], Params]
+    initial_carry: Callable[[Params, tuple[int, ...]], Carry]
+    apply: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    output_size: int
+    input_size: Callable[[Params], int]
+    project: Callable[[Params, Array], Array] | None = None
+    recur: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
+
+
+def hoistable(
+    init, initial_carry, project, recur, output_size, input_size=lambda p: p["wx"].shape[0]
+) -> Cell:
+    """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
+
+    def apply(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    return Cell(init, initial_carry, apply, output_size, input_size, project, recur)
+
+
+def fused_init(init: Initializer, key: Array, rows: int, units: int, gates: int) -> Array:
+    """A fused ``[rows, gates * units]`` matrix whose per-gate blocks are initialised apart.
+
+    Initialising each ``[rows, units]`` block on its own keeps, for example, every recurrent gate
+    matrix orthogonal and gives Glorot the fan-out of one gate, as in the papers.
+    """
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (rows, units), jnp.float32) for k in keys], axis=-1)
+
+
+def zeros_carry(template: Carry, batch_shape: tuple[int, ...]) -> Carry:
+    """Zeros shaped ``batch_shape + leaf.shape`` for every leaf of a per-example template."""
+    return jax.tree.map(lambda t: jnp.zeros(tuple(batch_shape) + t.shape, t.dtype), template)
+
+
+def carry_maker(template: Carry, learnable: bool):
+    """Returns ``(init_carry_params, initial_carry)`` for a zero or a learnable initial carry.
+
+    ``template`` holds per-example arrays (no batch axis). With ``learnable`` the carry is stored
+    in ``params["carry0"]`` and broadcast over the batch, so gradients reach it.
+    """
+
+    def init_params():
+        return {"carry0": template} if learnable else {}
+
+    def initial_carry(params, batch_shape):
+        if not learnable:
+            return zeros_carry(template, batch_shape)
+        return jax.tree.map(
+            lambda c: jnp.broadcast_to(c, tuple(batch_shape) + c.shape), params["carry0"]
+        )
+
+    return init_params, initial_carry
+
+
+def layer_normalize(x: Array, scale: Array, bias: Array, eps: float = 1e-5) -> Array:
+    """Layer normalisation over the last axis (Ba et al. 2016)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.var(x, axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+
+
+def resolve_activation(activation) -> Callable[[Array], Array]:
+    """A callable activation from a callable or a name in ``jax.nn`` or ``jax.numpy``."""
+    if callable(activation):
+        return activation
+    fn = getattr(jax.nn, activation, None) or getattr(jnp, activation, None)
+    if not callable(fn):
+        raise ValueError(f"activation must be a callable or a jax.nn name, got {activation!r}")
+    return fn

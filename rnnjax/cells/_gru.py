@@ -1,0 +1,73 @@
+"""Gated recurrent unit in both common formulations."""
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells._base import (
+    Cell,
+    carry_maker,
+    fused_init,
+    glorot_uniform,
+    hoistable,
+    orthogonal,
+    zeros,
+)
+
+
+def gru(
+    units: int,
+    *,
+    reset_after: bool = True,
+    kernel_init=glorot_uniform,
+    recurrent_init=orthogonal,
+    bias_init=zeros,
+    learn_initial_carry: bool = False,
+) -> Cell:
+    """GRU (Cho et al. 2014), gates fused in the order r, z, n.
+
+    ``reset_after=True`` (PyTorch, Flax, cuDNN, Keras default) applies the reset gate after the
+    recurrent matmul; ``reset_after=False`` (the original paper, Keras ``reset_after=False``)
+    applies it to the carry before::
+
+        r = σ(x·Wx_r + h·Wh_r + b_r)        z = σ(x·Wx_z + h·Wh_z + b_z)
+        n = tanh(x·Wx_n + b_n + r ⊙ (h·Wh_n + bh_n))     # reset_after=True
+        n = tanh(x·Wx_n + b_n + (r ⊙ h)·Wh_n)            # reset_after=False
+        h_t = (1 - z) ⊙ n + z ⊙ h
+
+    Params: ``wx [D, 3H]``, ``wh [H, 3H]``, ``b [3H]`` and, with ``reset_after``, ``bh_n [H]``.
+    The carry and the output are ``h_t [..., H]``.
+
+    Example:
+      >>> cell = rnnjax.cells.gru(128, reset_after=False)
+    """
+    carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
+
+    def init(key, input_size):
+        kx, kh, kb, kbh = jax.random.split(key, 4)
+        params = {
+            "wx": fused_init(kernel_init, kx, input_size, units, 3),
+            "wh": fused_init(recurrent_init, kh, units, units, 3),
+            "b": fused_init(bias_init, kb, 1, units, 3)[0],
+        }
+        if reset_after:
+            params["bh_n"] = bias_init(kbh, (units,), jnp.float32)
+        return params | carry_params()
+
+    def project(params, x):
+        return x @ params["wx"] + params["b"]
+
+    def recur(params, h, pre):
+        x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
+        if reset_after:
+            h_r, h_z, h_n = jnp.split(h @ params["wh"], 3, axis=-1)
+            r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+            n = jnp.tanh(x_n + r * (h_n + params["bh_n"]))
+        else:
+            w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
+            h_r, h_z = jnp.split(h @ w_rz, 2, axis=-1)
+            r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+            n = jnp.tanh(x_n + (r * h) @ w_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return hoistable(init, initial_carry, project, recur, units)

@@ -1,0 +1,112 @@
+"""Long short-term memory cell with forget bias, peepholes, projection, clipping and layer norm."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells._base import (
+    Cell,
+    carry_maker,
+    fused_init,
+    glorot_uniform,
+    hoistable,
+    layer_normalize,
+    orthogonal,
+    zeros,
+)
+
+
+class LSTMCarry(NamedTuple):
+    """LSTM recurrent state: cell ``c [..., H]`` and hidden output ``h [..., P]`` (P = H unless
+    projected)."""
+
+    c: jax.Array
+    h: jax.Array
+
+
+def lstm(
+    units: int,
+    *,
+    forget_bias: float = 1.0,
+    peepholes: bool = False,
+    proj_size: int | None = None,
+    cell_clip: float | None = None,
+    layer_norm: bool = False,
+    kernel_init=glorot_uniform,
+    recurrent_init=orthogonal,
+    bias_init=zeros,
+    learn_initial_carry: bool = False,
+) -> Cell:
+    """LSTM (Hochreiter & Schmidhuber 1997; Gers et al. 2000), gates fused in the order i, f, g, o.
+
+    ``i, f, g, o = x_t·Wx + h_{t-1}·Wh + b`` (split in four, each ``[..., H]``), then::
+
+        i = σ(i + p_i ⊙ c_{t-1})     f = σ(f + p_f ⊙ c_{t-1})     g = tanh(g)
+        c_t = clip(f ⊙ c_{t-1} + i ⊙ g)
+        o = σ(o + p_o ⊙ c_t)
+        h_t = (o ⊙ tanh(c_t))·W_proj
+
+    Peephole terms ``p_*`` appear with ``peepholes``, ``W_proj [H, P]`` with ``proj_size=P`` (as
+    PyTorch ``proj_size`` and TF ``num_proj``), the clip with ``cell_clip``. With ``layer_norm``
+    the input and recurrent parts of the gates and ``c_t`` inside the tanh are each normalised
+    (Ba et al. 2016). The output is ``h_t``.
+
+    Args:
+      units: cell size H.
+      forget_bias: initial value of the forget-gate bias (Jozefowicz et al. 2015). It is an
+        initial value of ``params["b"]``, not a constant added at each step, so weights convert
+        exactly to and from PyTorch and Flax.
+      peepholes, proj_size, cell_clip, layer_norm: the options above.
+      kernel_init, recurrent_init, bias_init: initialisers for Wx ``[D, 4H]``, Wh ``[P, 4H]`` (and
+        W_proj), b ``[4H]``; each gate's block is initialised on its own.
+      learn_initial_carry: learn ``LSTMCarry(c_0, h_0)`` instead of zeros.
+
+    Example:
+      >>> cell = rnnjax.cells.lstm(128, peepholes=True, proj_size=64)
+    """
+    out = proj_size or units
+    carry_params, initial_carry = carry_maker(
+        LSTMCarry(jnp.zeros((units,)), jnp.zeros((out,))), learn_initial_carry
+    )
+
+    def init(key, input_size):
+        kx, kh, kb, kp, kproj = jax.random.split(key, 5)
+        bias = fused_init(bias_init, kb, 1, units, 4)[0]
+        params = {
+            "wx": fused_init(kernel_init, kx, input_size, units, 4),
+            "wh": fused_init(recurrent_init, kh, out, units, 4),
+            "b": bias.at[units : 2 * units].add(forget_bias),
+        }
+        if peepholes:
+            params["peep"] = jax.random.uniform(kp, (3, units), minval=-0.1, maxval=0.1)
+        if proj_size:
+            params["w_proj"] = kernel_init(kproj, (units, proj_size), jnp.float32)
+        if layer_norm:
+            for name, size in (("ln_x", 4 * units), ("ln_h", 4 * units), ("ln_c", units)):
+                params[name] = {"scale": jnp.ones((size,)), "bias": jnp.zeros((size,))}
+        return params | carry_params()
+
+    def norm(params, name, x):
+        return layer_normalize(x, **params[name]) if layer_norm else x
+
+    def project(params, x):
+        return norm(params, "ln_x", x @ params["wx"]) + params["b"]
+
+    def recur(params, carry, pre):
+        gates = pre + norm(params, "ln_h", carry.h @ params["wh"])
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        if peepholes:
+            p_i, p_f, p_o = params["peep"]
+            i, f = i + p_i * carry.c, f + p_f * carry.c
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        if cell_clip is not None:
+            c = jnp.clip(c, -cell_clip, cell_clip)
+        if peepholes:
+            o = o + p_o * c
+        h = jax.nn.sigmoid(o) * jnp.tanh(norm(params, "ln_c", c))
+        if proj_size:
+            h = h @ params["w_proj"]
+        return LSTMCarry(c, h), h
+
+    return hoistable(init, initial_carry, project, recur, out)

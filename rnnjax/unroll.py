@@ -1,0 +1,141 @@
+"""One unroll over time for every cell: lengths, reverse, resets, hoisting, unrolling, remat."""
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import _checks
+from rnnjax.cells import Cell
+
+
+def unroll(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    carry=None,
+    *,
+    lengths: jax.Array | None = None,
+    reverse: bool = False,
+    resets: jax.Array | None = None,
+    unroll: int | bool = 1,
+    remat: bool | int = False,
+    hoist: bool = True,
+    time_major: bool = False,
+):
+    """Runs ``cell`` over a batch of sequences with ``jax.lax.scan``.
+
+    Args:
+      cell: the recurrence.
+      params: the cell's params.
+      xs: inputs ``[B, T, D]`` (``[T, B, D]`` with ``time_major``), floating point.
+      carry: initial carry; ``cell.initial_carry(params, (B,))`` (zeros, or learnt) by default.
+      lengths: optional int ``[B]`` valid lengths of right-padded sequences. Past a sequence's end
+        its carry is frozen and its outputs are zero, so the final carry is its own last valid
+        carry, with no extra memory.
+      reverse: run from the last step to the first. With ``lengths`` each sequence starts at its
+        own last valid element (padding is skipped) and outputs stay at their time positions.
+      resets: optional bool ``[B, T]`` (``[T, B]`` with ``time_major``); where true the carry is
+        reset to the initial carry before that step (episode boundaries).
+      unroll: steps per scan iteration (``lax.scan``'s ``unroll``; ``True`` unrolls fully).
+      remat: rematerialise to save memory on long sequences: ``True`` keeps only the carry of
+        every step, an int ``k`` keeps only every k-th carry and recomputes the rest in the
+        backward pass (memory ~ T/k + k instead of T).
+      hoist: compute the input projection of all steps as one matmul before the scan, for cells
+        that provide ``project``.
+      time_major: ``xs`` and the returned ``ys`` are ``[T, B, ...]``.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys`` ``[B, T, cell.output_size]`` (``[T, B, ...]`` if
+      ``time_major``).
+
+    Example:
+      >>> cell = rnnjax.cells.gru(32)
+      >>> params = cell.init(jax.random.key(0), 8)
+      >>> carry, ys = rnnjax.unroll(cell, params, jnp.ones((4, 10, 8)), lengths=jnp.arange(4))
+    """
+    xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
+    time, batch = xs_tm.shape[:2]
+    initial = cell.initial_carry(params, (batch,))
+    if carry is None:
+        carry = initial
+    else:
+        _checks.check_carry(carry, jax.eval_shape(lambda: initial))
+    valid = None
+    if lengths is not None:
+        _checks.check_lengths(lengths, batch, time)
+        valid = jnp.arange(time)[:, None] < jnp.asarray(lengths)[None, :]
+    if resets is not None:
+        if time_major:
+            _checks.check_mask("resets (time-major)", resets, (time, batch), "[T, B]")
+        else:
+            _checks.check_mask("resets", resets, (batch, time), "[B, T]")
+            resets = jnp.swapaxes(resets, 0, 1)
+
+    if hoist and cell.project is not None:
+        inputs, step_fn = cell.project(params, xs_tm), cell.recur
+    else:
+        inputs, step_fn = xs_tm, cell.apply
+
+    def step(carry, scanned):
+        x, valid_t, reset_t = scanned
+        carry_in = carry if reset_t is None else _select(reset_t, initial, carry)
+        new_carry, y = step_fn(params, carry_in, x)
+        if valid_t is None:
+            return new_carry, y
+        return _select(valid_t, new_carry, carry), _select(valid_t, y, jnp.zeros_like(y))
+
+    final, ys = _scan(step, carry, (inputs, valid, resets), time, reverse, unroll, remat)
+    return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
+
+
+def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
+    if time_major:
+        _checks.check_sequence("xs (time-major)", xs, feature_size)
+        return xs
+    _checks.check_sequence("xs", xs, feature_size)
+    return jnp.swapaxes(xs, 0, 1)
+
+
+def _select(mask: jax.Array, on_true, on_false):
+    """Per-example ``where`` over carry trees: ``mask [B]`` broadcasts over trailing axes."""
+
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, on_true, on_false)
+
+
+def _scan(step, carry, scanned, time: int, reverse: bool, unroll, remat):
+    """``lax.scan`` over time, with optional rematerialisation in blocks of ``remat`` steps."""
+    if not remat:
+        return jax.lax.scan(step, carry, scanned, reverse=reverse, unroll=unroll)
+    block = 1 if remat is True else int(remat)
+    if block == 1:
+        return jax.lax.scan(jax.checkpoint(step), carry, scanned, reverse=reverse, unroll=unroll)
+    inputs, valid, resets = scanned
+    padded_time = -(-time // block) * block
+    if padded_time != time:
+        batch = jax.tree.leaves(inputs)[0].shape[1]
+        in_range = jnp.arange(padded_time)[:, None] < time
+        valid = in_range if valid is None else in_range & _pad_time(valid, padded_time)
+        valid = jnp.broadcast_to(valid, (padded_time, batch))
+    scanned = jax.tree.map(
+        lambda a: a.reshape((padded_time // block, block) + a.shape[1:]),
+        (_pad_time(inputs, padded_time), valid, _pad_time(resets, padded_time)),
+    )
+
+    @jax.checkpoint
+    def run_block(carry, block_inputs):
+        return jax.lax.scan(step, carry, block_inputs, reverse=reverse, unroll=unroll)
+
+    carry, ys = jax.lax.scan(run_block, carry, scanned, reverse=reverse)
+    ys = jax.tree.map(lambda a: a.reshape((padded_time,) + a.shape[2:])[:time], ys)
+    return carry, ys
+
+
+def _pad_time(tree, padded_time: int):
+    """Pads the leading (time) axis of every leaf with zeros up to ``padded_time``."""
+
+    def pad(a):
+        return jnp.pad(a, [(0, padded_time - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+
+    return jax.tree.map(pad, tree)
