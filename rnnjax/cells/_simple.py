@@ -25,7 +25,7 @@ def simple(
 ) -> Cell:
     """Elman RNN with TF ``BasicRNNCell`` semantics.
 
-    ``h_t = φ(x_t·Wx + h_{t-1}·Wh + b)``; the carry and the output are both ``h_t`` ``[..., units]``.
+    ``h_t = φ(x_t·Wx + h_{t-1}·Wh + b)``; the carry and the output are both ``h_t [..., H]``.
 
     Args:
       units: hidden size H.
@@ -60,13 +60,16 @@ def simple(
     return hoistable(init, initial_carry, project, recur, units)
 
 
+unit_uniform = jax.nn.initializers.uniform(1.0)
+
+
 def indrnn(
     units: int,
     *,
     activation="relu",
     recurrent_max: float | None = None,
     kernel_init=glorot_uniform,
-    recurrent_init=jax.nn.initializers.uniform(1.0),
+    recurrent_init=unit_uniform,
     bias_init=zeros,
     learn_initial_carry: bool = False,
 ) -> Cell:
