@@ -2,6 +2,32 @@
 
 from rnnjax import cells
 from rnnjax.cells import Cell
+from rnnjax.layers import (
+    Layer,
+    bidirectional,
+    dense,
+    dropout,
+    embed,
+    residual,
+    rnn,
+    serial,
+)
+from rnnjax.models import Model, seq2seq, seq2vec
 from rnnjax.unroll import unroll
 
-__all__ = ["Cell", "cells", "unroll"]
+__all__ = [
+    "Cell",
+    "Layer",
+    "Model",
+    "bidirectional",
+    "cells",
+    "dense",
+    "dropout",
+    "embed",
+    "residual",
+    "rnn",
+    "seq2seq",
+    "seq2vec",
+    "serial",
+    "unroll",
+]

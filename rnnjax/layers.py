@@ -1,0 +1,240 @@
+"""Sequence-to-sequence blocks: rnn, bidirectional, serial, residual, dense, embed, dropout.
+
+A ``Layer`` maps ``[B, T, D]`` to ``[B, T, out_size]``. ``init`` returns the output size with the
+params (as stax does) so sizes chain without data. Every ``apply`` has one signature,
+``(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``; stateless layers return
+``carry=None``. Dropout is on exactly when a key is passed.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import Cell, LSTMCarry
+from rnnjax.cells._base import glorot_uniform, resolve_activation, zeros
+from rnnjax.unroll import unroll
+
+
+class Layer(NamedTuple):
+    """A sequence block: ``init(key, in_size) -> (params, out_size)`` and ``apply`` (above)."""
+
+    init: Callable[[jax.Array, int], tuple[Any, int]]
+    apply: Callable[..., tuple[Any, jax.Array]]
+
+
+def rnn(
+    cell: Cell,
+    *,
+    reverse: bool = False,
+    input_dropout: float = 0.0,
+    carry_dropout: float = 0.0,
+    **unroll_options,
+) -> Layer:
+    """A recurrent layer: ``cell`` unrolled over the sequence.
+
+    Args:
+      cell: the recurrence.
+      reverse: run from the last valid step to the first.
+      input_dropout, carry_dropout: variational dropout rates (Gal & Ghahramani 2016): one mask
+        per sequence, the same at every step, on the inputs and on the hidden state that enters
+        the recurrent matmul (``h``; an LSTM's ``c`` is left alone).
+      **unroll_options: ``unroll``, ``remat``, ``hoist``, as for ``rnnjax.unroll``.
+
+    ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``.
+
+    Example:
+      >>> layer = rnnjax.rnn(rnnjax.cells.lstm(64), carry_dropout=0.25)
+      >>> params, out_size = layer.init(jax.random.key(0), 28)
+    """
+
+    def init(key, in_size):
+        return cell.init(key, in_size), cell.output_size
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        step_cell = cell
+        if key is not None and input_dropout > 0:
+            mask = _dropout_mask(jax.random.fold_in(key, 0), input_dropout, xs.shape[:1] + (1,))
+            xs = xs * mask
+        if key is not None and carry_dropout > 0:
+            carry_key = jax.random.fold_in(key, 1)
+            step_cell = _with_carry_dropout(cell, params, carry_key, carry_dropout, xs.shape[0])
+        return unroll(
+            step_cell, params, xs, carry, lengths=lengths, reverse=reverse, **unroll_options
+        )
+
+    return Layer(init, apply)
+
+
+def bidirectional(
+    cell: Cell, backward_cell: Cell | None = None, *, merge: str = "concat", **rnn_options
+) -> Layer:
+    """Runs one cell forward and one backward over each sequence and merges their outputs.
+
+    With ``lengths`` the backward direction starts at each sequence's own last valid element and
+    both outputs stay aligned with the inputs. The carry is ``(forward_carry, backward_carry)``.
+
+    Args:
+      cell: the forward cell (and the backward one's design if ``backward_cell`` is None).
+      backward_cell: a different backward cell, if wanted; params are never shared.
+      merge: "concat" (output size 2·O) or "sum".
+      **rnn_options: passed to both ``rnn`` layers (dropout, unroll, remat, hoist).
+    """
+    if merge not in ("concat", "sum"):
+        raise ValueError(f"merge must be 'concat' or 'sum', got {merge!r}")
+    forward = rnn(cell, **rnn_options)
+    backward = rnn(backward_cell or cell, reverse=True, **rnn_options)
+
+    def init(key, in_size):
+        kf, kb = jax.random.split(key)
+        (pf, of), (pb, ob) = forward.init(kf, in_size), backward.init(kb, in_size)
+        if merge == "sum" and of != ob:
+            raise ValueError(f"merge='sum' needs equal output sizes, got {of} and {ob}")
+        return {"forward": pf, "backward": pb}, of + ob if merge == "concat" else of
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        cf, cb = (None, None) if carry is None else carry
+        kf, kb = (None, None) if key is None else jax.random.split(key)
+        cf, yf = forward.apply(params["forward"], xs, cf, lengths=lengths, key=kf)
+        cb, yb = backward.apply(params["backward"], xs, cb, lengths=lengths, key=kb)
+        ys = jnp.concatenate([yf, yb], axis=-1) if merge == "concat" else yf + yb
+        return (cf, cb), ys
+
+    return Layer(init, apply)
+
+
+def serial(*layers: Layer) -> Layer:
+    """Chains layers; the carry is a tuple with one entry per layer, params ``{"0": ...}``.
+
+    Example (the chapter's deep RNN with dropout between layers):
+      >>> body = rnnjax.serial(rnnjax.rnn(rnnjax.cells.lstm(150)), rnnjax.dropout(0.2),
+      ...                      rnnjax.rnn(rnnjax.cells.lstm(150)))
+    """
+    if not layers:
+        raise ValueError("serial needs at least one layer, got none")
+
+    def init(key, in_size):
+        params, size = {}, in_size
+        for i, (layer, k) in enumerate(
+            zip(layers, jax.random.split(key, len(layers)), strict=True)
+        ):
+            params[str(i)], size = layer.init(k, size)
+        return params, size
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        carries = (None,) * len(layers) if carry is None else carry
+        if len(carries) != len(layers):
+            raise ValueError(f"carry must be a tuple of {len(layers)} carries, got {len(carries)}")
+        finals = []
+        for i, (layer, layer_carry) in enumerate(zip(layers, carries, strict=True)):
+            layer_key = None if key is None else jax.random.fold_in(key, i)
+            layer_carry, xs = layer.apply(
+                params[str(i)], xs, layer_carry, lengths=lengths, key=layer_key
+            )
+            finals.append(layer_carry)
+        return tuple(finals), xs
+
+    return Layer(init, apply)
+
+
+def residual(layer: Layer) -> Layer:
+    """``ys = xs + layer(xs)``; the layer must keep the feature size."""
+
+    def init(key, in_size):
+        params, out_size = layer.init(key, in_size)
+        if out_size != in_size:
+            raise ValueError(f"residual needs out_size == in_size, got {out_size} != {in_size}")
+        return params, out_size
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        carry, ys = layer.apply(params, xs, carry, lengths=lengths, key=key)
+        return carry, xs + ys
+
+    return Layer(init, apply)
+
+
+def dense(size: int, *, activation=None, kernel_init=glorot_uniform, bias_init=zeros) -> Layer:
+    """A dense layer on the last axis (any leading shape); params ``{"w": [D, size], "b"}``."""
+    phi = None if activation is None else resolve_activation(activation)
+
+    def init(key, in_size):
+        kw, kb = jax.random.split(key)
+        w = kernel_init(kw, (in_size, size), jnp.float32)
+        return {"w": w, "b": bias_init(kb, (size,), jnp.float32)}, size
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        ys = xs @ params["w"] + params["b"]
+        return None, ys if phi is None else phi(ys)
+
+    return Layer(init, apply)
+
+
+standard_normal = jax.nn.initializers.normal(1.0)
+
+
+def embed(vocab_size: int, size: int, *, embedding_init=standard_normal) -> Layer:
+    """Token embeddings: int ``[B, T]`` -> ``[B, T, size]``; params ``{"table": [V, size]}``."""
+
+    def init(key, in_size):
+        return {"table": embedding_init(key, (vocab_size, size), jnp.float32)}, size
+
+    def apply(params, tokens, carry=None, *, lengths=None, key=None):
+        if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+            raise TypeError(f"embed expects integer tokens, got {jnp.result_type(tokens)}")
+        return None, jnp.take(params["table"], tokens, axis=0)
+
+    return Layer(init, apply)
+
+
+def dropout(rate: float, *, variational: bool = False) -> Layer:
+    """Inverted dropout, on only when a key is passed.
+
+    With ``variational`` one mask per sequence is shared by all time steps (Gal & Ghahramani).
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+
+    def init(key, in_size):
+        return {}, in_size
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        if key is None or rate == 0.0:
+            return None, xs
+        shape = (xs.shape[0], 1, xs.shape[-1]) if variational else xs.shape
+        return None, xs * _dropout_mask(key, rate, shape)
+
+    return Layer(init, apply)
+
+
+def _dropout_mask(key, rate: float, shape) -> jax.Array:
+    keep = 1.0 - rate
+    return jax.random.bernoulli(key, keep, shape).astype(jnp.float32) / keep
+
+
+def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cell:
+    """A cell whose step sees its hidden state times one per-sequence dropout mask.
+
+    The mask is drawn once, outside the scan, so every step reuses it.
+    """
+    hidden = _hidden(jax.eval_shape(lambda: cell.initial_carry(params, (batch,))))
+    mask = _dropout_mask(key, rate, hidden.shape)
+
+    def masked(carry):
+        if isinstance(carry, LSTMCarry):
+            return carry._replace(h=carry.h * mask)
+        return carry * mask
+
+    recur = None if cell.recur is None else (lambda p, c, pre: cell.recur(p, masked(c), pre))
+    return cell._replace(apply=lambda p, c, x: cell.apply(p, masked(c), x), recur=recur)
+
+
+def _hidden(carry):
+    if isinstance(carry, LSTMCarry):
+        return carry.h
+    if isinstance(carry, jax.Array | jax.ShapeDtypeStruct):
+        return carry
+    raise ValueError(
+        "carry_dropout needs a cell whose carry is an array or an LSTMCarry, got "
+        f"{jax.tree.structure(carry)}; for a deep RNN use serial(rnn(c1, ...), rnn(c2, ...))"
+    )
