@@ -55,7 +55,8 @@ def rnn(
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         step_cell = cell
         if key is not None and input_dropout > 0:
-            mask = _dropout_mask(jax.random.fold_in(key, 0), input_dropout, xs.shape[:1] + (1,))
+            shape = (xs.shape[0], 1, xs.shape[-1])
+            mask = _dropout_mask(jax.random.fold_in(key, 0), input_dropout, shape)
             xs = xs * mask
         if key is not None and carry_dropout > 0:
             carry_key = jax.random.fold_in(key, 1)
