@@ -1,0 +1,34 @@
+"""The settings every classification config shares; each config file overrides a few."""
+
+import ml_collections
+
+
+def classifier_config(**model) -> ml_collections.ConfigDict:
+    """Defaults of the textbook experiment; ``model`` overrides entries of ``config.model``."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_epochs = 20
+    config.batch_size = 150
+    config.learning_rate = 1e-3
+    config.grad_clip_norm = 0.0  # > 0 clips gradients by global norm
+    config.checkpoint_every_steps = 200
+    config.keep_checkpoints = 3
+    config.log_every_steps = 50
+    config.progress = True  # tqdm bar (shown only on a terminal)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "mnist"  # mnist | fashion_mnist | any prepared tfds image dataset
+    config.data.manual_dir = ""  # local IDX files, for offline use
+    config.data.data_dir = ""  # tfds data_dir; "" = tfds' default
+    config.data.train_limit = 0  # > 0 keeps only the first N training examples
+    config.data.test_limit = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = "simple"  # simple | lstm | gru | indrnn
+    config.model.units = 150
+    config.model.num_layers = 1
+    config.model.dropout = 0.0  # between stacked layers, in training only
+    config.model.pool = "last"  # last | mean | max
+    config.model.cell_options = {}
+    config.model.update(model)
+    return config

@@ -1,0 +1,40 @@
+"""Models and optimizers from ``ml_collections`` configs, so experiments hold no logic."""
+
+import optax
+
+from rnnjax import cells, layers, models
+
+CELLS = {"simple": cells.simple, "lstm": cells.lstm, "gru": cells.gru, "indrnn": cells.indrnn}
+
+
+def make_cell(name: str, units: int, **options) -> cells.Cell:
+    """A cell by name ("simple", "lstm", "gru", "indrnn") with factory keyword options."""
+    if name not in CELLS:
+        raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {name!r}")
+    return CELLS[name](units, **options)
+
+
+def classifier(model_config, *, in_size: int, num_classes: int) -> models.Model:
+    """The chapter's sequence classifier: ``num_layers`` recurrent layers (dropout between
+    them) → pooled last output → dense logits.
+
+    Reads ``cell``, ``units``, ``num_layers``, ``dropout``, ``pool`` and ``cell_options`` (a dict
+    of keyword options for the cell factory, e.g. ``{"activation": "relu"}``).
+    """
+    options = dict(model_config.get("cell_options", {}))
+    body = []
+    for i in range(model_config.num_layers):
+        if i and model_config.dropout:
+            body.append(layers.dropout(model_config.dropout))
+        body.append(layers.rnn(make_cell(model_config.cell, model_config.units, **options)))
+    return models.seq2vec(
+        layers.serial(*body), layers.dense(num_classes), in_size=in_size, pool=model_config.pool
+    )
+
+
+def optimizer(config) -> optax.GradientTransformation:
+    """Adam at ``learning_rate``, after clipping by global norm when ``grad_clip_norm`` > 0."""
+    adam = optax.adam(config.learning_rate)
+    if config.get("grad_clip_norm", 0):
+        return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
+    return adam

@@ -1,0 +1,197 @@
+"""``train_and_evaluate``: the resumable training loop that experiments and research code call."""
+
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from rnnjax import data
+from rnnjax.train import builders, losses, tasks
+from rnnjax.train.checkpoints import Checkpoints
+from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
+from rnnjax.train.state import init_state
+from rnnjax.train.steps import make_eval_step, make_train_step
+
+CURVES_FILE = "learning_curves.png"
+CONFIG_FILE = "config.json"
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""
+
+
+def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
+    """Trains ``config``'s classifier, evaluating on the full test set after every epoch.
+
+    Rerunning with the same ``workdir`` resumes from the newest good checkpoint and ends with
+    bitwise the same params and metrics as an uninterrupted run. SIGTERM or Ctrl-C saves a
+    checkpoint and returns early. Writes ``metrics.jsonl``, TensorBoard events, checkpoints, the
+    config and a learning-curve PNG into ``workdir``.
+
+    Returns:
+      The evaluation records of the whole run (as in ``metrics.jsonl``).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+    train, test = tasks.load_classification(config.data)
+    model = builders.classifier(
+        config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
+    )
+    tx = builders.optimizer(config)
+    state = init_state(model, tx, jax.random.key(config.seed))
+    steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
+    with Checkpoints(
+        workdir / "checkpoints",
+        keep=config.keep_checkpoints,
+    ) as ckpts:
+        restored = ckpts.restore(state)
+        state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
+        run = _Run(config, model, tx, ckpts, steps_per_epoch, workdir, int(state.step))
+        with _preemption() as stop, contextlib.closing(run.writer):
+            finished = run.epochs(state, train, test, sums, stop)
+    records = read_metrics(workdir / "metrics.jsonl")
+    if finished and records:
+        plot_learning_curves(records, workdir / CURVES_FILE)
+    return records
+
+
+class _Run:
+    """The pieces one run's epochs share: jitted steps, checkpoints, the metrics writer."""
+
+    def __init__(self, config, model, tx, ckpts, steps_per_epoch, workdir, start_step):
+        self.config, self.ckpts, self.steps_per_epoch = config, ckpts, steps_per_epoch
+        self.train_step = make_train_step(model, tx, losses.softmax_xent)
+        self.eval_step = make_eval_step(model, losses.softmax_xent)
+        self.writer = MetricsWriter(workdir, resume_step=start_step)
+
+    def epochs(self, state, train, test, sums, stop) -> bool:
+        """Runs the remaining epochs; False when stopped early by a signal."""
+        config, spe = self.config, self.steps_per_epoch
+        first = int(state.step)
+        stream = data.batches(train, config.batch_size, seed=config.seed, start_step=first)
+        for epoch in range(first // spe, config.num_epochs):
+            start, tick = int(state.step), time.perf_counter()
+            sums = _zero_sums() if sums is None else jax.tree.map(jnp.asarray, sums)
+            bar = tqdm(
+                total=spe,
+                initial=start - epoch * spe,
+                desc=f"epoch {epoch + 1}",
+                disable=None if config.progress else True,
+                leave=False,
+            )
+            for step in range(start + 1, (epoch + 1) * spe + 1):  # the step each update ends at
+                state, metrics = self.train_step(state, jax.device_put(next(stream)))
+                sums = _accumulate(sums, metrics, step - 1)
+                bar.update()
+                if step % config.log_every_steps == 0:
+                    _show(bar, sums, step - epoch * spe)
+                if stop() and step % spe:
+                    self._save(state, sums, epoch)
+                    logging.warning("Stopped by a signal at step %d; rerun to resume.", step)
+                    return False
+                if step % config.checkpoint_every_steps == 0 and step % spe:
+                    self._save(state, sums, epoch)
+            bar.close()
+            self._end_epoch(
+                state, sums, epoch, test, time.perf_counter() - tick, spe * (epoch + 1) - start
+            )
+            sums = None
+            if stop():
+                logging.warning("Stopped by a signal after epoch %d; rerun to resume.", epoch + 1)
+                return False
+        return True
+
+    def _end_epoch(self, state, sums, epoch, test, seconds, steps_run):
+        _check_finite(sums, self.ckpts)
+        train_metrics = _means(sums, self.steps_per_epoch)
+        test_metrics = evaluate(self.eval_step, state.params, test, self.config.batch_size)
+        record = {"step": int(state.step), "epoch": epoch + 1}
+        record |= {f"train_{k}": v for k, v in train_metrics.items()}
+        record |= {f"test_{k}": v for k, v in test_metrics.items()}
+        record["examples_per_sec"] = steps_run * self.config.batch_size / max(seconds, 1e-9)
+        self.writer.write(record)
+        line = f"epoch {epoch + 1}  train_accuracy {record['train_accuracy']:.4f}  "
+        print(line + f"test_accuracy {record['test_accuracy']:.4f}", flush=True)
+        self._save(state, None, epoch + 1)
+
+    def _save(self, state, sums, epoch):
+        """Saves after checking that no update since the last save was non-finite.
+
+        ``sums`` (the epoch's running train metrics) are saved mid-epoch so a resume reports the
+        same epoch metrics; ``None`` at an epoch's end.
+        """
+        if sums is not None:
+            _check_finite(sums, self.ckpts)
+            sums = {k: np.asarray(v).item() for k, v in jax.device_get(sums).items()}
+        self.ckpts.save(state, {"epoch": epoch, "sums": sums}, force=True)
+
+
+def evaluate(eval_step, params, arrays, batch_size: int) -> dict:
+    """Exact metrics over every example of ``arrays`` (the last batch padded and masked)."""
+    totals = None
+    for batch in data.eval_batches(arrays, batch_size):
+        sums = eval_step(params, jax.device_put(batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals.pop("count"))
+    return {name: float(value) / count for name, value in totals.items()}
+
+
+def _zero_sums():
+    zero = jnp.zeros((), jnp.float32)
+    return {"loss": zero, "accuracy": zero, "first_nonfinite": jnp.full((), -1, jnp.int32)}
+
+
+def _accumulate(sums, metrics, step):
+    bad = (~metrics["finite"]) & (sums["first_nonfinite"] < 0)
+    return {
+        "loss": sums["loss"] + metrics["loss"],
+        "accuracy": sums["accuracy"] + metrics["accuracy"],
+        "first_nonfinite": jnp.where(bad, step, sums["first_nonfinite"]),
+    }
+
+
+def _means(sums, steps: int) -> dict:
+    return {k: float(sums[k]) / steps for k in ("loss", "accuracy")}
+
+
+def _show(bar, sums, steps_done):
+    means = _means(jax.device_get(sums), max(steps_done, 1))
+    bar.set_postfix(loss=f"{means['loss']:.4f}", accuracy=f"{means['accuracy']:.4f}")
+
+
+def _check_finite(sums, ckpts):
+    bad = int(sums["first_nonfinite"])
+    if bad >= 0:
+        steps = ckpts.steps()
+        kept = f"the last good checkpoint is step {steps[-1]}" if steps else "no checkpoint yet"
+        raise NonFiniteError(
+            f"Non-finite loss or gradient at step {bad}; training stopped, {kept}. "
+            "Lower the learning rate or set config.grad_clip_norm."
+        )
+
+
+@contextlib.contextmanager
+def _preemption():
+    """Turns SIGTERM and SIGINT into a flag that the loop checks after every step."""
+    received = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def load_config(workdir: str | Path) -> dict:
+    """The config a run saved in ``workdir`` (as plain JSON)."""
+    return json.loads((Path(workdir) / CONFIG_FILE).read_text())

@@ -1,0 +1,63 @@
+"""Jitted train and eval steps for any model and loss.
+
+A batch is a dict with ``"inputs"``, the loss's targets (``"labels"`` or ``"targets"``), and
+optionally ``"lengths"`` (variable-length sequences) and ``"mask"`` (padding examples in eval).
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rnnjax.train.state import TrainState, step_key
+
+
+def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate: bool = True):
+    """Returns ``step(state, batch) -> (state, metrics)``, jitted, with the state donated.
+
+    Dropout gets ``fold_in(root, step)``. A non-finite loss or gradient leaves the state as it
+    was (so the last good params are never overwritten) and reports ``metrics["finite"] == 0``;
+    the caller stops and names the step.
+
+    Metrics: ``loss``, ``grad_norm``, ``finite`` and the loss's per-example metrics averaged.
+    """
+
+    def step(state: TrainState, batch):
+        def loss(params):
+            outputs = model.apply(
+                params, batch["inputs"], lengths=batch.get("lengths"), key=step_key(state)
+            )
+            return loss_fn(outputs, batch)
+
+        (loss_value, per_example), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        stepped = TrainState(
+            state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng
+        )
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
+        metrics = {name: jnp.mean(value) for name, value in per_example.items()}
+        metrics |= {"loss": loss_value, "grad_norm": grad_norm, "finite": finite}
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(model, loss_fn):
+    """Returns ``eval_step(params, batch) -> {name: sum over real examples, "count": n}``.
+
+    Sums (not means) so that batches of any size, including a padded last batch with
+    ``batch["mask"]``, add up to exact full-dataset metrics.
+    """
+
+    def eval_step(params, batch):
+        outputs = model.apply(params, batch["inputs"], lengths=batch.get("lengths"))
+        _, per_example = loss_fn(outputs, batch)
+        mask = batch.get("mask")
+        if mask is None:
+            mask = jnp.ones(batch["inputs"].shape[0], bool)
+        weights = mask.astype(jnp.float32)
+        sums = {name: jnp.sum(value * weights) for name, value in per_example.items()}
+        return sums | {"count": jnp.sum(weights)}
+
+    return jax.jit(eval_step)
