@@ -1,6 +1,6 @@
 """rnnjax: recurrent neural networks as pure JAX functions."""
 
-from rnnjax import cells
+from rnnjax import cells, convert
 from rnnjax.cells import Cell
 from rnnjax.layers import (
     Layer,
@@ -21,6 +21,7 @@ __all__ = [
     "Model",
     "bidirectional",
     "cells",
+    "convert",
     "dense",
     "dropout",
     "embed",
