@@ -1,6 +1,6 @@
 """rnnjax: recurrent neural networks as pure JAX functions."""
 
-from rnnjax import cells, convert
+from rnnjax import cells, convert, nnx
 from rnnjax.cells import Cell
 from rnnjax.layers import (
     Layer,
@@ -25,6 +25,7 @@ __all__ = [
     "dense",
     "dropout",
     "embed",
+    "nnx",
     "residual",
     "rnn",
     "seq2seq",
