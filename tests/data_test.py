@@ -1,0 +1,258 @@
+"""Tests for rnnjax/data: offline tfds building from tiny generated IDX files, the .npz cache,
+fast failures, and batching checked against the permutations it promises."""
+
+import gzip
+import io
+import itertools
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from rnnjax import data
+from rnnjax.data import _load
+
+IDX = {"train": 20, "t10k": 10}
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def idx_set(tmp_path_factory):
+    """Four IDX files with random pixels; returns (manual_dir, {split: (images, labels)})."""
+    folder = tmp_path_factory.mktemp("manual")
+    rng = np.random.default_rng(0)
+    truth = {}
+    for prefix, n in IDX.items():
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        truth["train" if prefix == "train" else "test"] = (images, labels)
+    return folder, truth
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(idx_set, tmp_path_factory):
+    """A data_dir where the tiny "mnist" has been built and both splits loaded (and cached)."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    for split in ("train", "test"):
+        data.load("mnist", split, data_dir=data_dir, manual_dir=idx_set[0])
+    return data_dir
+
+
+# ---------------------------------------------------------------- loading
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_mnist_built_from_idx_files_equals_them(idx_set, mnist_dir, split):
+    images, labels = idx_set[1][split]
+    (npz,) = (mnist_dir / "mnist_idx" / "1.0.0" / "numpy").glob(f"{split}.npz")
+    fresh = _load._read_split(data.MnistIdx(data_dir=str(mnist_dir)), split)  # bypasses the cache
+    for arrays in (fresh, data.load("mnist", split, data_dir=mnist_dir)):
+        assert sorted(arrays) == ["image", "label"]
+        assert arrays["image"].dtype == np.uint8 and arrays["label"].dtype == np.int64
+        np.testing.assert_array_equal(arrays["image"], images)
+        np.testing.assert_array_equal(arrays["label"], labels)
+    assert npz.stat().st_size > images.nbytes
+    assert "tensorflow" not in sys.modules
+
+
+def test_second_load_reads_only_the_npz_cache(mnist_dir, monkeypatch):
+    def fail(*args):
+        raise AssertionError("the tfds data source was read although the split is cached")
+
+    monkeypatch.setattr(_load, "_read_split", fail)
+    monkeypatch.setattr(data.MnistIdx, "download_and_prepare", fail)
+    start = time.perf_counter()
+    assert data.load("mnist", "train", data_dir=mnist_dir)["image"].shape == (20, 28, 28)
+    assert time.perf_counter() - start < 1
+
+
+def test_split_slices_are_cached_separately(idx_set, mnist_dir):
+    images, _ = idx_set[1]["train"]
+    head = data.load("mnist", "train[:5]", data_dir=mnist_dir)
+    np.testing.assert_array_equal(head["image"], images[:5])
+    assert data.load("mnist", "train", data_dir=mnist_dir)["image"].shape[0] == 20
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_missing_idx_files_fail_fast_with_instructions(tmp_path, name):
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as error:
+        data.load(name, "train", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "nothing")
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    assert "manual_dir" in message and "train-images-idx3-ubyte.gz" in message
+    assert "t10k-labels-idx1-ubyte.gz" in message
+    assert ("dataset-fashion-mnist" in message) == (name == "fashion_mnist")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "no_such_dataset_anywhere"])
+def test_unprepared_dataset_fails_fast(tmp_path, name):
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        data.load(name, "train", data_dir=tmp_path)
+    assert time.perf_counter() - start < 5
+
+
+class RnnjaxTinyMixed(tfds.core.GeneratorBasedBuilder):
+    """Five examples mixing a grey image, text, a ragged sequence and a nested float."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = {
+            "image": tfds.features.Image(shape=(4, 3, 1)),
+            "text": tfds.features.Text(),
+            "tokens": tfds.features.Sequence(np.int32),
+            "meta": {"score": np.float32},
+        }
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(5):
+            png = io.BytesIO()  # PNG bytes, as numpy arrays would be encoded with TensorFlow
+            Image.fromarray(np.full((4, 3), 10 * i, np.uint8)).save(png, format="png")
+            example = {"image": png.getvalue(), "text": "ü" * i, "tokens": np.arange(i)}
+            yield i, example | {"meta": {"score": i / 2}}
+
+
+def test_generic_prepared_dataset_loads_and_caches(tmp_path):
+    RnnjaxTinyMixed(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    for _ in range(2):  # from tfds, then from the cache
+        arrays = data.load("rnnjax_tiny_mixed", "train", data_dir=tmp_path)
+        order = np.argsort(arrays["meta/score"])  # tfds shuffles examples on write
+        assert arrays["image"].shape == (5, 4, 3)
+        np.testing.assert_array_equal(arrays["image"][order][:, 0, 0], 10 * np.arange(5))
+        np.testing.assert_array_equal(arrays["meta/score"][order], np.arange(5) / 2)
+        assert list(arrays["text"][order]) == [("ü" * i).encode() for i in range(5)]
+        assert arrays["tokens"].dtype == object
+        for i, tokens in enumerate(arrays["tokens"][order]):
+            assert tokens.dtype == np.int32
+            np.testing.assert_array_equal(tokens, np.arange(i))
+    assert (tmp_path / "rnnjax_tiny_mixed" / "1.0.0" / "numpy" / "train.npz").exists()
+
+
+# ---------------------------------------------------------------- batching
+
+
+def take(iterator, count):
+    return [next(iterator) for _ in range(count)]
+
+
+def indices(batch_list):
+    return np.concatenate([b["i"] for b in batch_list])
+
+
+def test_steps_per_epoch():
+    assert data.steps_per_epoch(10, 3) == 3
+    assert data.steps_per_epoch(10, 3, drop_remainder=False) == 4
+    assert data.steps_per_epoch(9, 3, drop_remainder=False) == 3
+
+
+def test_batches_are_deterministic_and_each_epoch_is_a_permutation():
+    arrays = {"i": np.arange(12), "x": np.arange(12) * 10.0}
+    first = take(data.batches(arrays, 4, seed=7), 9)
+    again = take(data.batches(arrays, 4, seed=7), 9)
+    assert all(np.array_equal(a["i"], b["i"]) for a, b in zip(first, again, strict=True))
+    assert all(np.array_equal(b["x"], b["i"] * 10.0) for b in first)
+    epochs = indices(first).reshape(3, 12)
+    for e, epoch in enumerate(epochs):
+        np.testing.assert_array_equal(epoch, np.random.default_rng([7, e]).permutation(12))
+    assert not np.array_equal(epochs[0], epochs[1])
+    other = indices(take(data.batches(arrays, 4, seed=8), 3))
+    assert not np.array_equal(other, epochs[0])
+
+
+def test_resuming_at_start_step_reproduces_the_uninterrupted_stream():
+    arrays = {"i": np.arange(10)}
+    stream = take(data.batches(arrays, 3, seed=1), 12)  # 3 steps per epoch, remainder dropped
+    for start in (1, 3, 5, 8):
+        resumed = take(data.batches(arrays, 3, seed=1, start_step=start), 12 - start)
+        np.testing.assert_array_equal(indices(resumed), indices(stream[start:]))
+
+
+def test_unshuffled_batches_keep_the_order_and_may_keep_the_remainder():
+    arrays = {"i": np.arange(7)}
+    got = take(data.batches(arrays, 3, seed=0, shuffle=False, drop_remainder=False), 4)
+    assert [list(b["i"]) for b in got] == [[0, 1, 2], [3, 4, 5], [6], [0, 1, 2]]
+
+
+def test_process_slices_partition_each_global_batch():
+    arrays = {"i": np.arange(16)}
+    global_batches = take(data.batches(arrays, 8, seed=3), 5)
+    local = [
+        take(data.batches(arrays, 8, seed=3, process_index=p, process_count=4), 5) for p in range(4)
+    ]
+    for step, batch in enumerate(global_batches):
+        parts = [local[p][step]["i"] for p in range(4)]
+        assert all(len(part) == 2 for part in parts)
+        np.testing.assert_array_equal(np.concatenate(parts), batch["i"])
+
+
+@pytest.mark.parametrize(
+    "arrays, kwargs",
+    [
+        ({"a": np.zeros(4), "b": np.zeros(5)}, {}),
+        ({"a": np.zeros(4)}, {"process_count": 2}),
+        ({"a": np.zeros(4)}, {"process_count": 3, "process_index": 3}),
+        ({"a": np.zeros(2)}, {}),
+    ],
+)
+def test_batches_reject_bad_arguments(arrays, kwargs):
+    with pytest.raises(ValueError):
+        next(data.batches(arrays, 3, seed=0, **kwargs))
+
+
+def test_eval_batches_cover_every_example_once():
+    arrays = {"i": np.arange(10), "y": np.arange(10) % 3}
+    got = list(data.eval_batches(arrays, 4))
+    assert [len(b["i"]) for b in got] == [4, 4, 4]
+    mask = np.concatenate([b["mask"] for b in got])
+    assert mask.dtype == bool and mask.sum() == 10
+    np.testing.assert_array_equal(np.concatenate([b["i"] for b in got])[mask], np.arange(10))
+    np.testing.assert_array_equal(got[-1]["y"], arrays["y"][[8, 9, 9, 9]])
+
+
+# ---------------------------------------------------------------- variable lengths
+
+
+def test_pad_batch_pads_with_zeros_and_reports_lengths():
+    sequences = [np.ones((3, 2), np.float32), 2 * np.ones((5, 2), np.float32), np.ones((0, 2))]
+    padded, lengths = data.pad_batch(sequences)
+    assert padded.shape == (3, 5, 2) and padded.dtype == np.float64
+    np.testing.assert_array_equal(lengths, [3, 5, 0])
+    assert lengths.dtype == np.int32
+    for row, seq in zip(padded, sequences, strict=True):
+        np.testing.assert_array_equal(row[: len(seq)], seq)
+        assert not row[len(seq) :].any()
+    tokens, _ = data.pad_batch([np.arange(1, 4), np.arange(1, 6)], pad_to_multiple=4)
+    np.testing.assert_array_equal(tokens, [[1, 2, 3, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 0, 0, 0]])
+    with pytest.raises(ValueError, match="equal trailing dims"):
+        data.pad_batch([np.ones((2, 3)), np.ones((2, 4))])
+
+
+def test_bucket_batches_partition_by_similar_length_deterministically():
+    lengths = np.random.default_rng(0).integers(1, 100, 50)
+    got = data.bucket_batches(lengths, 8, seed=5, pool=50)
+    assert [len(b) for b in got].count(8) == 6 and len(got) == data.steps_per_epoch(50, 8, False)
+    np.testing.assert_array_equal(np.sort(np.concatenate(got)), np.arange(50))
+    spans = sorted((lengths[b].min(), lengths[b].max()) for b in got)  # one pool: sorted runs
+    assert all(hi <= lo for (_, hi), (lo, _) in itertools.pairwise(spans))
+    same = data.bucket_batches(lengths, 8, seed=5, pool=50)
+    assert all(np.array_equal(a, b) for a, b in zip(got, same, strict=True))
+    later = data.bucket_batches(lengths, 8, seed=5, epoch=1, pool=50)
+    assert not all(np.array_equal(a, b) for a, b in zip(got, later, strict=True))
+    dropped = data.bucket_batches(lengths, 8, seed=5, drop_remainder=True)
+    assert len(dropped) == 6 and all(len(b) == 8 for b in dropped)
