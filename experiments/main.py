@@ -19,6 +19,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    launch.quiet_library_logs()
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -1,6 +1,7 @@
 """Command-line glue: fail fast on mistyped ``--config.key=value`` overrides."""
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import ml_collections
@@ -41,3 +42,14 @@ def unknown_overrides(argv: list[str]) -> str | None:
     if not unknown:
         return None
     return f"Unknown config key(s) {unknown} for {paths[-1]}. Valid keys: {', '.join(valid)}"
+
+
+def quiet_library_logs(packages: tuple[str, ...] = ("orbax",)) -> None:
+    """Drops INFO records that ``packages`` send through absl (orbax logs every save step)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            f"/{p}/" in record.pathname for p in packages
+        )
+
+    logging.getLogger("absl").addFilter(keep)

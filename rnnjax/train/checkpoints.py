@@ -1,0 +1,207 @@
+"""Checkpoints that survive kills and corruption: orbax-checkpoint plus a checksum per step.
+
+On disk (orbax 0.12, local files), ``directory/<step>/`` holds ``state/`` (the train state as
+an OCDBT/zarr tree: the arrays' bytes live in ``state/**/d/<hash>`` files) and ``metadata/``
+(one JSON record: the caller's metadata, the layout and a sha256 of the state).
+
+Kills. orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it to ``<step>``
+only once every file is written, so a kill mid-save leaves a tmp dir that listings ignore and
+``cleanup_tmp_directories`` deletes when the next manager starts (awaited by the next save).
+
+Deletion order. orbax's own ``max_to_keep`` deletes old steps in its finalize thread after the
+new step's commit and rename succeeded, but we do not rely on that internal: we delete old
+steps ourselves in :meth:`Checkpoints.wait`, after ``wait_until_finished``, so only steps older
+than ``keep`` complete ones go. Between saves ``keep + 1`` steps may be on disk.
+
+Corruption. orbax does not check data: OCDBT b-tree nodes carry a CRC, but bytes overwritten
+inside a data file restore silently as wrong values. So every record stores a sha256 over each
+leaf's path, dtype, shape and bytes in tree order, and the metadata; :meth:`Checkpoints.restore`
+recomputes it and falls back to the next older step when a step is unreadable or its sum
+differs. ``keep >= 2`` so a damaged newest step always has a complete predecessor.
+"""
+
+import hashlib
+import json
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+
+class _Damaged(Exception):
+    """A step that cannot be read back or does not match its checksum."""
+
+
+class Checkpoints:
+    """Saves train states every N steps (and when forced), keeps the newest ``keep``.
+
+    Args:
+      directory: where the step directories go (created when missing).
+      keep: how many complete checkpoints to keep, at least 2 (see the module docstring).
+      save_every_steps: ``save`` writes when ``step % save_every_steps == 0``; ``None`` saves
+        only when forced.
+      async_save: write in a background thread; ``save`` returns once the arrays are copied.
+
+    Example:
+      >>> with Checkpoints(workdir / "checkpoints", save_every_steps=200) as ckpts:
+      ...     state, meta = ckpts.restore(state) or (state, {"epoch": 0})
+      ...     ckpts.save(state, {"epoch": epoch}, force=True)
+    """
+
+    def __init__(self, directory, *, keep=3, save_every_steps=None, async_save=True):
+        if keep < 2:
+            raise ValueError(f"keep must be >= 2 so a damaged newest step has a fallback, got {keep}")
+        if save_every_steps is not None and save_every_steps < 1:
+            raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
+        self.directory = epath.Path(directory)
+        self.keep, self.save_every_steps = keep, save_every_steps
+        options = ocp.CheckpointManagerOptions(
+            cleanup_tmp_directories=True, enable_async_checkpointing=async_save
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "metadata")
+        )
+
+    def save(self, state, metadata: dict, *, force: bool = False) -> bool:
+        """Saves ``state`` at step ``int(state.step)`` when due or forced; False when skipped.
+
+        ``metadata`` must be JSON-serialisable (e.g. the data position and the config); its
+        ``"step"`` is set to the state's step. A step already saved is skipped.
+        """
+        step = int(state.step)
+        due = force or (self.save_every_steps is not None and step % self.save_every_steps == 0)
+        if not due or step in self._manager.all_steps():
+            return False
+        if metadata.get("step", step) != step:
+            raise ValueError(f"metadata['step'] is {metadata['step']}, but state.step is {step}")
+        metadata = json.loads(json.dumps({**metadata, "step": step}))  # as restore will see it
+        record = {"metadata": metadata, "layout": _layout(state), "sha256": _digest(state, metadata)}
+        self.wait()
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(record))
+        self._manager.save(step, args=args, force=True)
+        return True
+
+    def restore(self, template_state) -> tuple[Any, dict] | None:
+        """The newest intact ``(state, metadata)``, or None when there is no checkpoint.
+
+        ``template_state`` (a state or its ``jax.eval_shape``) gives the structure, NamedTuples
+        included, dtypes, shapes and shardings; the values come back bitwise. Damaged newer
+        steps are logged and moved aside to ``<step>.damaged`` for inspection.
+
+        Raises:
+          ValueError: the template's leaves differ from the checkpoint's (a different model).
+          RuntimeError: there are checkpoints, but none is intact (nothing is moved then).
+        """
+        target = _abstract(template_state)
+        damaged = []
+        for step in reversed(self.steps()):
+            try:
+                restored = self._verified(step, target)
+            except _Damaged as e:
+                logging.warning("Checkpoint step %d in %s is damaged: %s", step, self.directory, e)
+                damaged.append((step, e))
+                continue
+            for bad, _ in damaged:
+                self._move_aside(bad)
+            return restored
+        if damaged:
+            found = "; ".join(f"step {s}: {e}" for s, e in damaged)
+            raise RuntimeError(f"No intact checkpoint in {self.directory}: {found}")
+        return None
+
+    def steps(self) -> list[int]:
+        """The steps of complete checkpoints, oldest first (waits for a save in flight)."""
+        self.wait()
+        return list(self._manager.all_steps())
+
+    def wait(self):
+        """Waits for a save in flight, then deletes all but the newest ``keep`` steps."""
+        self._manager.wait_until_finished()
+        for step in self._manager.all_steps()[: -self.keep]:
+            self._manager.delete(step)
+
+    def close(self):
+        """Finishes pending work (see :meth:`wait`) and releases orbax's threads."""
+        self.wait()
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _verified(self, step: int, target):
+        """Restores ``step`` onto ``target``; raises ``_Damaged`` when it is not intact."""
+        try:
+            args = ocp.args.Composite(metadata=ocp.args.JsonRestore())
+            record = self._manager.restore(step, args=args)["metadata"]
+            layout, digest, metadata = record["layout"], record["sha256"], record["metadata"]
+        except Exception as e:  # any failure to read the record means damage
+            raise _Damaged(f"unreadable metadata ({type(e).__name__}: {e})") from e
+        if layout != _layout(target):
+            raise ValueError(_mismatch(step, layout, _layout(target)))
+        try:
+            args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+            state = self._manager.restore(step, args=args)["state"]
+        except Exception as e:  # the layout matches, so a failure here means damage
+            raise _Damaged(f"unreadable arrays ({type(e).__name__}: {e})") from e
+        if _digest(state, metadata) != digest:
+            raise _Damaged("checksum mismatch: its bytes changed after it was written")
+        return state, metadata
+
+    def _move_aside(self, step: int):
+        """Renames a damaged step out of orbax's view, so a new save may reuse the step."""
+        destination = self.directory / f"{step}.damaged"
+        n = 1
+        while destination.exists():
+            n += 1
+            destination = self.directory / f"{step}.damaged{n}"
+        (self.directory / str(step)).rename(destination)
+        logging.warning("Moved damaged checkpoint step %d to %s", step, destination)
+        self._manager.reload()
+
+
+def _abstract(template):
+    """ShapeDtypeStructs with shardings (the default device's where the template has none)."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def leaf(x):
+        sharding = getattr(x, "sharding", None) or default
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+    return jax.tree.map(leaf, template)
+
+
+def _layout(tree) -> list:
+    """``[path, shape, dtype]`` per leaf, in tree order, as JSON will give it back."""
+    return [
+        [jax.tree_util.keystr(path), list(np.shape(x)), str(x.dtype)]
+        for path, x in jax.tree_util.tree_leaves_with_path(tree)
+    ]
+
+
+def _digest(tree, metadata: dict) -> str:
+    """sha256 over every leaf's path, dtype, shape and bytes in tree order, then the metadata."""
+    h = hashlib.sha256()
+    for path, x in jax.tree_util.tree_leaves_with_path(jax.device_get(tree)):
+        x = np.ascontiguousarray(x)
+        h.update(f"{jax.tree_util.keystr(path)}:{x.dtype}:{x.shape};".encode())
+        h.update(x.tobytes())
+    h.update(json.dumps(metadata, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _mismatch(step: int, saved: list, wanted: list) -> str:
+    """Names the leaves where the template and checkpoint ``step`` differ."""
+    saved = {p: f"{d}{s}" for p, s, d in saved}
+    wanted = {p: f"{d}{s}" for p, s, d in wanted}
+    diffs = [
+        f"{p}: checkpoint {saved.get(p, 'missing')}, template {wanted.get(p, 'missing')}"
+        for p in sorted(saved.keys() | wanted.keys())
+        if saved.get(p) != wanted.get(p)
+    ]
+    return f"template does not match checkpoint step {step}: " + "; ".join(diffs[:5])
