@@ -63,3 +63,20 @@ def plot_learning_curves(records: list[dict], out_path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+
+
+def plot_confusion_matrix(matrix, out_path: str | Path) -> None:
+    """Draws a confusion matrix (rows: true class, columns: predicted) with counts."""
+    classes = len(matrix)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * classes, 1 + 0.6 * classes))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(classes):
+        for j in range(classes):
+            ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(classes))
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

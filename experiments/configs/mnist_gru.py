@@ -1,0 +1,16 @@
+"""Three stacked GRU layers of 150 units.
+
+Run (offline, from the MNIST IDX files):
+  python -m experiments.main --config=experiments/configs/mnist_gru.py --workdir=runs/mnist_gru \
+      --config.data.manual_dir=../shared/data/mnist
+
+Expected: see BUILD_NOTES.md (results table) for the measured test accuracy and epochs.
+"""
+
+from experiments.configs.common import classifier_config
+
+
+def get_config():
+    config = classifier_config(cell="gru", units=150, num_layers=3)
+    config.num_epochs = 10
+    return config

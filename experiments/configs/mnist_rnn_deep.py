@@ -1,0 +1,16 @@
+"""Three stacked simple tanh RNN layers of 150 units (the chapter's deep RNN).
+
+Run (offline, from the MNIST IDX files):
+  python -m experiments.main --config=experiments/configs/mnist_rnn_deep.py --workdir=runs/mnist_rnn_deep \
+      --config.data.manual_dir=../shared/data/mnist
+
+Expected: see BUILD_NOTES.md (results table) for the measured test accuracy and epochs.
+"""
+
+from experiments.configs.common import classifier_config
+
+
+def get_config():
+    config = classifier_config(cell="simple", units=150, num_layers=3)
+    config.num_epochs = 10
+    return config
