@@ -1,8 +1,8 @@
 """Three stacked simple tanh RNN layers of 150 units (the chapter's deep RNN).
 
 Run (offline, from the MNIST IDX files):
-  python -m experiments.main --config=experiments/configs/mnist_rnn_deep.py --workdir=runs/mnist_rnn_deep \
-      --config.data.manual_dir=../shared/data/mnist
+  python -m experiments.main --config=experiments/configs/mnist_rnn_deep.py \
+      --workdir=runs/mnist_rnn_deep --config.data.manual_dir=../shared/data/mnist
 
 Expected: see BUILD_NOTES.md (results table) for the measured test accuracy and epochs.
 """
