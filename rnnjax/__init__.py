@@ -1,5 +1,7 @@
 """rnnjax: recurrent neural networks as pure JAX functions."""
 
+import importlib
+
 from rnnjax import cells, convert, nnx
 from rnnjax.cells import Cell
 from rnnjax.layers import (
@@ -33,3 +35,12 @@ __all__ = [
     "serial",
     "unroll",
 ]
+
+
+_LAZY = ("data", "train")  # they import tensorflow_datasets and orbax: loaded on first use
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"rnnjax.{name}")
+    raise AttributeError(f"module 'rnnjax' has no attribute {name!r}")
