@@ -7,6 +7,8 @@ an OCDBT/zarr tree: the arrays' bytes live in ``state/**/d/<hash>`` files) and `
 Kills. orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it to ``<step>``
 only once every file is written, so a kill mid-save leaves a tmp dir that listings ignore and
 ``cleanup_tmp_directories`` deletes when the next manager starts (awaited by the next save).
+A kill while an old step is being deleted (a plain rmtree) leaves a partial old step: the
+checksum rejects it should it ever be needed, and the next :meth:`Checkpoints.wait` deletes it.
 
 Deletion order. orbax's own ``max_to_keep`` deletes old steps in its finalize thread after the
 new step's commit and rename succeeded, but we do not rely on that internal: we delete old
@@ -53,7 +55,9 @@ class Checkpoints:
 
     def __init__(self, directory, *, keep=3, save_every_steps=None, async_save=True):
         if keep < 2:
-            raise ValueError(f"keep must be >= 2 so a damaged newest step has a fallback, got {keep}")
+            raise ValueError(
+                f"keep must be >= 2 so a damaged newest step has a fallback, got {keep}"
+            )
         if save_every_steps is not None and save_every_steps < 1:
             raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
         self.directory = epath.Path(directory)
@@ -78,9 +82,15 @@ class Checkpoints:
         if metadata.get("step", step) != step:
             raise ValueError(f"metadata['step'] is {metadata['step']}, but state.step is {step}")
         metadata = json.loads(json.dumps({**metadata, "step": step}))  # as restore will see it
-        record = {"metadata": metadata, "layout": _layout(state), "sha256": _digest(state, metadata)}
+        record = {
+            "metadata": metadata,
+            "layout": _layout(state),
+            "sha256": _digest(state, metadata),
+        }
         self.wait()
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(record))
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(record)
+        )
         self._manager.save(step, args=args, force=True)
         return True
 
