@@ -32,9 +32,19 @@ def classifier(model_config, *, in_size: int, num_classes: int) -> models.Model:
     )
 
 
-def optimizer(config) -> optax.GradientTransformation:
-    """Adam at ``learning_rate``, after clipping by global norm when ``grad_clip_norm`` > 0."""
-    adam = optax.adam(config.learning_rate)
+def optimizer(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """Adam at ``learning_rate`` (constant, or cosine-decayed to 0 over the run with
+    ``lr_schedule="cosine"``), after clipping by global norm when ``grad_clip_norm`` > 0."""
+    schedule = config.get("lr_schedule", "constant")
+    if schedule == "constant":
+        rate = config.learning_rate
+    elif schedule == "cosine":
+        rate = optax.cosine_decay_schedule(
+            config.learning_rate, config.num_epochs * steps_per_epoch
+        )
+    else:
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    adam = optax.adam(rate)
     if config.get("grad_clip_norm", 0):
         return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
     return adam

@@ -35,7 +35,9 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     model = builders.classifier(
         config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
     )
-    template = init_state(model, builders.optimizer(config), jax.random.key(config.seed))
+    steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
+    tx = builders.optimizer(config, steps_per_epoch)
+    template = init_state(model, tx, jax.random.key(config.seed))
     with Checkpoints(workdir / "checkpoints") as ckpts:
         restored = ckpts.restore(template)
     if restored is None:

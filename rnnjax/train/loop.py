@@ -45,9 +45,9 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     model = builders.classifier(
         config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
     )
-    tx = builders.optimizer(config)
-    state = init_state(model, tx, jax.random.key(config.seed))
     steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
+    tx = builders.optimizer(config, steps_per_epoch)
+    state = init_state(model, tx, jax.random.key(config.seed))
     with Checkpoints(
         workdir / "checkpoints",
         keep=config.keep_checkpoints,
