@@ -2,7 +2,7 @@
 
 import importlib
 
-from rnnjax import cells, convert, nnx
+from rnnjax import cells, convert, decoding, nnx
 from rnnjax.cells import Cell
 from rnnjax.layers import (
     Layer,
@@ -14,19 +14,22 @@ from rnnjax.layers import (
     rnn,
     serial,
 )
-from rnnjax.models import Model, seq2seq, seq2vec
+from rnnjax.models import EncoderDecoder, Model, encoder_decoder, seq2seq, seq2vec, vec2seq
 from rnnjax.unroll import unroll
 
 __all__ = [
     "Cell",
+    "EncoderDecoder",
     "Layer",
     "Model",
     "bidirectional",
     "cells",
     "convert",
+    "decoding",
     "dense",
     "dropout",
     "embed",
+    "encoder_decoder",
     "nnx",
     "residual",
     "rnn",
@@ -34,6 +37,7 @@ __all__ = [
     "seq2vec",
     "serial",
     "unroll",
+    "vec2seq",
 ]
 
 

@@ -48,6 +48,9 @@ def rnn(
       >>> layer = rnnjax.rnn(rnnjax.cells.lstm(64), carry_dropout=0.25)
       >>> params, out_size = layer.init(jax.random.key(0), 28)
     """
+    for name, rate in (("input_dropout", input_dropout), ("carry_dropout", carry_dropout)):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {rate}")
 
     def init(key, in_size):
         return cell.init(key, in_size), cell.output_size

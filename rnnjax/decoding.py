@@ -1,0 +1,170 @@
+"""Greedy and beam-search decoding for ``encoder_decoder`` models, compiled with jit.
+
+Both loop over steps with ``lax.while_loop`` (static shapes; the loop stops early once every
+hypothesis has emitted ``end_token``). Tokens come back ``[B, max_length]``, padded with
+``end_token`` after it is emitted; ``lengths`` counts the tokens before the first
+``end_token`` (``max_length`` if there is none), so ``tokens[b, :lengths[b]]`` is the output.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.models import EncoderDecoder
+
+_STATIC = ("model", "start_token", "end_token", "max_length")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def greedy(
+    model: EncoderDecoder,
+    params,
+    src: jax.Array,
+    *,
+    src_lengths: jax.Array | None = None,
+    start_token: int,
+    end_token: int,
+    max_length: int,
+) -> tuple[jax.Array, jax.Array]:
+    """Emits the most likely token at every step.
+
+    Args:
+      model: an ``EncoderDecoder`` (static: closed over by jit).
+      params: its params.
+      src: int source tokens ``[B, S]``; ``src_lengths`` optional int ``[B]``.
+      start_token: the decoder's first input; end_token: ends a sequence.
+      max_length: number of steps L.
+
+    Returns:
+      ``(tokens [B, L] int32, lengths [B] int32)``.
+
+    Example:
+      >>> tokens, lengths = rnnjax.decoding.greedy(model, params, src, start_token=1,
+      ...                                          end_token=2, max_length=20)
+    """
+    _check_length(max_length)
+    batch = src.shape[0]
+    tokens = jnp.full((batch, max_length), end_token, jnp.int32)
+    first = jnp.full((batch,), start_token, jnp.int32)
+    init = (0, model.encode(params, src, src_lengths), first, jnp.zeros((batch,), bool), tokens)
+
+    def step(loop):
+        t, carry, last, done, tokens = loop
+        carry, logits = model.decode_step(params, carry, last)
+        best = jnp.argmax(jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+        best = jnp.where(done, end_token, best).astype(jnp.int32)
+        return t + 1, carry, best, done | (best == end_token), tokens.at[:, t].set(best)
+
+    def running(loop):
+        return (loop[0] < max_length) & ~jnp.all(loop[3])
+
+    *_, tokens = jax.lax.while_loop(running, step, init)
+    return tokens, jnp.sum(tokens != end_token, axis=1, dtype=jnp.int32)
+
+
+class _Beams(NamedTuple):
+    tokens: jax.Array  # [B, K, L] int32
+    log_probs: jax.Array  # [B, K] float32, summed over the hypothesis
+    steps: jax.Array  # [B, K] int32, tokens generated including end_token
+    done: jax.Array  # [B, K] bool
+
+
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "beam_size"))
+def beam_search(
+    model: EncoderDecoder,
+    params,
+    src: jax.Array,
+    *,
+    src_lengths: jax.Array | None = None,
+    start_token: int,
+    end_token: int,
+    max_length: int,
+    beam_size: int,
+    length_penalty: float = 0.6,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Keeps the ``beam_size`` best hypotheses by length-normalised log-probability.
+
+    A hypothesis of n generated tokens (its ``end_token`` included) scores
+    ``log P / ((5 + n) / 6) ** length_penalty`` (GNMT, Wu et al. 2016). A finished hypothesis
+    stays in the beam with its score frozen at its real length and competes with live ones; the
+    search ends when all have finished or at ``max_length``. With ``beam_size=1`` it is greedy.
+
+    Args:
+      model, params, src, src_lengths, start_token, end_token, max_length: as for ``greedy``.
+      beam_size: K hypotheses per example.
+      length_penalty: the exponent α; 0 ranks by log-probability alone.
+
+    Returns:
+      ``(tokens [B, L] int32, lengths [B] int32, scores [B] float32)`` of each example's best
+      hypothesis; ``scores`` are its normalised log-probabilities.
+
+    Example:
+      >>> tokens, lengths, scores = rnnjax.decoding.beam_search(
+      ...     model, params, src, start_token=1, end_token=2, max_length=20, beam_size=4)
+    """
+    _check_length(max_length)
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    batch, k = src.shape[0], beam_size
+    carry = model.encode(params, src, src_lengths)
+    carry = jax.tree.map(lambda c: jnp.repeat(c, k, axis=0), carry)
+    beams = _Beams(
+        tokens=jnp.full((batch, k, max_length), end_token, jnp.int32),
+        # Only the first beam is live at the start, so the first step's K picks are distinct.
+        log_probs=jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), (batch, 1)),
+        steps=jnp.zeros((batch, k), jnp.int32),
+        done=jnp.zeros((batch, k), bool),
+    )
+
+    def step(loop):
+        t, carry, beams = loop
+        last = jnp.where(t == 0, start_token, beams.tokens[:, :, jnp.maximum(t - 1, 0)])
+        carry, logits = model.decode_step(params, carry, last.reshape(-1))
+        log_p = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, -1)
+        beams, parents = _extend(beams, log_p, t, end_token, length_penalty)
+        rows = (jnp.arange(batch)[:, None] * k + parents).reshape(-1)
+        return t + 1, jax.tree.map(lambda c: c[rows], carry), beams
+
+    def running(loop):
+        return (loop[0] < max_length) & ~jnp.all(loop[2].done)
+
+    _, _, beams = jax.lax.while_loop(running, step, (0, carry, beams))
+    scores = beams.log_probs / _penalty(beams.steps, length_penalty)
+    best = jnp.argmax(scores, axis=1)
+    tokens = jnp.take_along_axis(beams.tokens, best[:, None, None], axis=1)[:, 0]
+    lengths = jnp.sum(tokens != end_token, axis=1, dtype=jnp.int32)
+    return tokens, lengths, jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+
+
+def _extend(beams: _Beams, log_p, t, end_token: int, alpha: float):
+    """One step: each beam's V continuations, of which the K best by normalised score stay."""
+    batch, k, vocab = log_p.shape
+    # A finished hypothesis has one continuation, end_token, which leaves its score as it is.
+    frozen = jnp.where(jnp.arange(vocab) == end_token, 0.0, -jnp.inf)
+    cand = beams.log_probs[..., None] + jnp.where(beams.done[..., None], frozen, log_p)
+    steps = beams.steps + (~beams.done).astype(jnp.int32)
+    ranked = cand / _penalty(steps, alpha)[..., None]
+    _, picks = jax.lax.top_k(ranked.reshape(batch, k * vocab), k)
+    parents, words = picks // vocab, (picks % vocab).astype(jnp.int32)
+
+    def from_parent(a):
+        return jnp.take_along_axis(a, parents.reshape(parents.shape + (1,) * (a.ndim - 2)), 1)
+
+    new = _Beams(
+        tokens=from_parent(beams.tokens).at[:, :, t].set(words),
+        log_probs=jnp.take_along_axis(cand.reshape(batch, -1), picks, axis=1),
+        steps=from_parent(steps),
+        done=from_parent(beams.done) | (words == end_token),
+    )
+    return new, parents
+
+
+def _penalty(steps: jax.Array, alpha: float) -> jax.Array:
+    return ((5.0 + steps.astype(jnp.float32)) / 6.0) ** alpha
+
+
+def _check_length(max_length: int) -> None:
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")

@@ -1,0 +1,185 @@
+"""Tests for rnnjax/decoding.py: greedy and beam search against loops and exhaustive search.
+
+Truth: a Python loop of ``decode_step`` for greedy; every hypothesis scored by teacher forcing
+for beam search (a beam wider than the number of hypotheses must find the best one); and a
+hand-built model whose next-token probabilities are a table, where the answer is worked out
+by hand.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax
+from rnnjax import cells
+from rnnjax.decoding import beam_search, greedy
+from rnnjax.models import EncoderDecoder, encoder_decoder
+
+B, S, D, H = 4, 6, 4, 8
+END, START, V = 0, 3, 4
+SRC_LENGTHS = jnp.array([6, 2, 1, 4])
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """A small untrained model whose logits are scaled up, so no two hypotheses nearly tie."""
+    model = encoder_decoder(
+        rnnjax.rnn(cells.lstm(H)),
+        cells.gru(H),
+        src_embed=rnnjax.embed(7, D),
+        tgt_embed=rnnjax.embed(V, D),
+        head=rnnjax.dense(V),
+    )
+    params = model.init(jax.random.key(0))
+    params["head"]["w"] = params["head"]["w"] * 4.0
+    src = jax.random.randint(jax.random.key(1), (B, S), 0, 7)
+    return model, params, src
+
+
+def test_greedy_equals_a_python_loop_and_pads_with_end(random_model):
+    model, params, src = random_model
+    tokens, lengths = greedy(
+        model, params, src, src_lengths=SRC_LENGTHS, start_token=START, end_token=END, max_length=7
+    )
+    carry, last = model.encode(params, src, SRC_LENGTHS), jnp.full((B,), START)
+    want = []
+    for _ in range(7):
+        carry, logits = model.decode_step(params, carry, last)
+        last = jnp.argmax(logits, axis=-1)
+        want.append(np.asarray(last))
+    want = np.stack(want, axis=1)
+    for b in range(B):
+        ends = np.flatnonzero(want[b] == END)
+        n = ends[0] if ends.size else 7
+        assert lengths[b] == n
+        np.testing.assert_array_equal(tokens[b, :n], want[b, :n])
+        np.testing.assert_array_equal(tokens[b, n:], END)
+    assert 0 < int(jnp.sum(lengths)) < 7 * B  # the test sees both ended and unended outputs
+
+
+def test_beam_of_one_is_greedy(random_model):
+    model, params, src = random_model
+    options = dict(src_lengths=SRC_LENGTHS, start_token=START, end_token=END, max_length=7)
+    greedy_tokens, greedy_lengths = greedy(model, params, src, **options)
+    tokens, lengths, _ = beam_search(model, params, src, **options, beam_size=1)
+    np.testing.assert_array_equal(tokens, greedy_tokens)
+    np.testing.assert_array_equal(lengths, greedy_lengths)
+
+
+def test_wide_beam_finds_the_best_hypothesis_of_all(random_model):
+    model, params, src = random_model
+    length, alpha = 3, 0.6
+    hypotheses = [(*prefix, END) for n in range(length) for prefix in nonend(n)]
+    hypotheses += list(nonend(length))  # unfinished at max_length
+    tokens, lengths, scores = beam_search(
+        model,
+        params,
+        src,
+        src_lengths=SRC_LENGTHS,
+        start_token=START,
+        end_token=END,
+        max_length=length,
+        beam_size=64,  # more than the 40 hypotheses
+        length_penalty=alpha,
+    )
+    want = np.array(
+        [teacher_forced_scores(model, params, src[b], b, hypotheses, alpha) for b in range(B)]
+    )
+    best = np.argmax(want, axis=1)
+    for b in range(B):
+        padded = hypotheses[best[b]] + (END,) * (length - len(hypotheses[best[b]]))
+        np.testing.assert_array_equal(tokens[b], padded)
+        assert lengths[b] == sum(t != END for t in padded)
+    np.testing.assert_allclose(scores, want[np.arange(B), best], rtol=1e-5, atol=1e-6)
+
+
+def nonend(n):
+    return itertools.product([t for t in range(V) if t != END], repeat=n)
+
+
+def teacher_forced_scores(model, params, src_row, b, hypotheses, alpha):
+    """GNMT-normalised log-probabilities of every hypothesis for source ``b``."""
+    n = len(hypotheses)
+    tgt = np.full((n, 3), END)
+    for i, h in enumerate(hypotheses):
+        tgt[i, : len(h)] = h
+    tgt_in = np.concatenate([np.full((n, 1), START), tgt[:, :-1]], axis=1)
+    src = jnp.repeat(src_row[None], n, axis=0)
+    src_lengths = jnp.full((n,), SRC_LENGTHS[b])
+    log_p = jax.nn.log_softmax(model.apply(params, src, tgt_in, src_lengths=src_lengths))
+    picked = np.take_along_axis(np.asarray(log_p), tgt[..., None], axis=2)[..., 0]
+    steps = np.array([len(h) for h in hypotheses])
+    total = np.sum(np.where(np.arange(3) < steps[:, None], picked, 0.0), axis=1)
+    return total / ((5.0 + steps) / 6.0) ** alpha
+
+
+# ---------------------------------------------------------------- a model that is a table
+
+A = 1  # the token that competes with END
+TABLE = np.log(
+    np.array(
+        [  # P(END), P(A), P(2), P(3) at steps 0, 1, 2, 3, 4
+            [0.50, 0.45, 0.04, 0.01],
+            [0.19, 0.80, 0.005, 0.005],
+            [0.19, 0.80, 0.005, 0.005],
+            [0.98, 0.01, 0.005, 0.005],
+            [0.98, 0.01, 0.005, 0.005],
+        ]
+    )
+)
+
+
+def table_model():
+    """Next-token log-probabilities depend only on the step: the carry counts steps."""
+
+    def encode(params, src, src_lengths=None, *, key=None):
+        return jnp.zeros((src.shape[0],), jnp.int32)
+
+    def decode_step(params, carry, tokens):
+        return carry + 1, params[jnp.minimum(carry, len(TABLE) - 1)]
+
+    return EncoderDecoder(lambda key: jnp.asarray(TABLE), None, encode, decode_step)
+
+
+@pytest.mark.parametrize(
+    "alpha, want_tokens, want_score",
+    [
+        # Raw log-probability prefers stopping at once: log 0.5 > log(0.45 · 0.8² · 0.98).
+        (0.0, [END] * 5, np.log(0.5)),
+        # A strong length penalty prefers the longer hypothesis: 4 steps divide by (9/6)².
+        (2.0, [A, A, A, END, END], np.log(0.45 * 0.8**2 * 0.98) / 1.5**2),
+    ],
+)
+def test_length_penalty_changes_the_choice(alpha, want_tokens, want_score):
+    model = table_model()
+    src = jnp.zeros((2, 1), jnp.int32)
+    tokens, lengths, scores = beam_search(
+        model,
+        model.init(None),
+        src,
+        start_token=START,
+        end_token=END,
+        max_length=5,
+        beam_size=2,
+        length_penalty=alpha,
+    )
+    np.testing.assert_array_equal(tokens, [want_tokens] * 2)
+    np.testing.assert_array_equal(lengths, [want_tokens.index(END)] * 2)
+    # The finished [END] hypothesis kept its score while the search went on for 4 steps.
+    np.testing.assert_allclose(scores, [want_score] * 2, rtol=1e-6)
+
+
+def test_greedy_on_the_table_stops_at_once_and_bad_sizes_raise():
+    model = table_model()
+    src = jnp.zeros((2, 1), jnp.int32)
+    options = dict(start_token=START, end_token=END)
+    tokens, lengths = greedy(model, model.init(None), src, **options, max_length=5)
+    np.testing.assert_array_equal(tokens, np.full((2, 5), END))
+    np.testing.assert_array_equal(lengths, [0, 0])
+    with pytest.raises(ValueError, match="max_length"):
+        greedy(model, model.init(None), src, **options, max_length=0)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, model.init(None), src, **options, max_length=5, beam_size=0)

@@ -1,0 +1,237 @@
+"""Tests for rnnjax/layers.py: every layer against unroll, numpy, or each sequence run alone.
+
+Dropout masks are made visible with probe cells: one whose output is its input, one whose
+output is the carry it is given, so the variational masks can be read step by step.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax
+from rnnjax import cells
+from rnnjax.cells import Cell, LSTMCarry
+
+B, T, D, H = 4, 6, 4, 8  # the sizes of models_test, so tests share compiled kernels
+LENGTHS = np.array([6, 3, 0, 1], np.int32)
+ONES = (64, T, 32)  # enough units for dropout statistics
+
+
+def normal(seed, shape):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def probe(carry_of, output_of, size=D):
+    """A parameter-free cell: ``carry_of(batch_shape)`` starts it, ``output_of(carry, x)``."""
+    return Cell(
+        init=lambda key, d: {"d": jnp.zeros((d,))},
+        initial_carry=lambda params, batch_shape: carry_of(tuple(batch_shape)),
+        apply=lambda params, carry, x: (carry_of(x.shape[:-1]), output_of(carry, x)),
+        output_size=size,
+        input_size=lambda params: params["d"].shape[0],
+    )
+
+
+# Outputs its input, so rnn's input dropout shows as ys = xs · mask.
+echo = probe(lambda shape: jnp.zeros(shape + (H,)), lambda carry, x: x)
+# Outputs the carry it receives and restarts from ones, so carry dropout shows as ys = mask.
+carry_echo = probe(lambda shape: jnp.ones(shape + (H,)), lambda carry, x: carry, size=H)
+# The same with an LSTM carry: [c, h], of which only h may be dropped.
+lstm_echo = probe(
+    lambda shape: LSTMCarry(jnp.ones(shape + (H,)), jnp.ones(shape + (H,))),
+    lambda carry, x: jnp.concatenate([carry.c, carry.h], axis=-1),
+    size=2 * H,
+)
+
+
+# ---------------------------------------------------------------- rnn, bidirectional
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rnn_layer_equals_unroll(reverse):
+    cell = cells.lstm(H)
+    layer = rnnjax.rnn(cell, reverse=reverse)
+    params, out_size = layer.init(jax.random.key(0), D)
+    assert out_size == H
+    xs, lengths = normal(1, (B, T, D)), jnp.asarray(LENGTHS)
+    carry, ys = layer.apply(params, xs, lengths=lengths)
+    want_carry, want_ys = rnnjax.unroll(cell, params, xs, lengths=lengths, reverse=reverse)
+    np.testing.assert_array_equal(ys, want_ys)
+    jax.tree.map(np.testing.assert_array_equal, carry, want_carry)
+
+
+def test_bidirectional_with_lengths_equals_each_sequence_run_alone():
+    cell = cells.gru(H)
+    layer = rnnjax.bidirectional(cell)
+    params, out_size = layer.init(jax.random.key(0), D)
+    assert out_size == 2 * H
+    xs = normal(1, (B, T, D))
+    (carry_f, carry_b), ys = layer.apply(params, xs, lengths=jnp.asarray(LENGTHS))
+    for b, n in enumerate(LENGTHS):
+        np.testing.assert_array_equal(ys[b, n:], 0.0)
+        if n == 0:
+            continue
+        alone = xs[b : b + 1, :n]
+        want_f, ys_f = rnnjax.unroll(cell, params["forward"], alone)
+        want_b, ys_b = rnnjax.unroll(cell, params["backward"], alone[:, ::-1])
+        want = np.concatenate([ys_f[0], ys_b[0, ::-1]], axis=-1)
+        np.testing.assert_allclose(ys[b, :n], want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry_f[b], want_f[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry_b[b], want_b[0], rtol=1e-5, atol=1e-6)
+
+
+def test_bidirectional_sum_and_bad_merge():
+    layer = rnnjax.bidirectional(cells.gru(H), merge="sum")
+    params, out_size = layer.init(jax.random.key(0), D)
+    assert out_size == H
+    xs = normal(1, (B, T, D))
+    _, ys_f = rnnjax.rnn(cells.gru(H)).apply(params["forward"], xs)
+    _, ys_b = rnnjax.rnn(cells.gru(H), reverse=True).apply(params["backward"], xs)
+    np.testing.assert_allclose(layer.apply(params, xs)[1], ys_f + ys_b, rtol=1e-6)
+    with pytest.raises(ValueError, match="merge"):
+        rnnjax.bidirectional(cells.gru(H), merge="mean")
+
+
+# ---------------------------------------------------------------- serial, residual
+
+
+def test_serial_chains_sizes_and_carries():
+    first, last = rnnjax.rnn(cells.gru(H)), rnnjax.rnn(cells.lstm(H))
+    layer = rnnjax.serial(first, rnnjax.dense(5), last)
+    params, out_size = layer.init(jax.random.key(0), D)
+    assert out_size == H and params["1"]["w"].shape == (H, 5)
+    assert params["2"]["wx"].shape == (5, 4 * H)
+    xs = normal(1, (B, T, D))
+    carry, ys = layer.apply(params, xs)
+    assert carry[1] is None and isinstance(carry[2], LSTMCarry)
+    c0, hs = first.apply(params["0"], xs)
+    c2, want = last.apply(params["2"], hs @ params["1"]["w"] + params["1"]["b"])
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, carry, (c0, None, c2))
+    # Carries chain: two halves, the second started from the first's carry, make the whole.
+    carry_half, ys_half = layer.apply(params, xs[:, :3])
+    _, ys_rest = layer.apply(params, xs[:, 3:], carry_half)
+    np.testing.assert_allclose(jnp.concatenate([ys_half, ys_rest], 1), ys, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="tuple of 3 carries"):
+        layer.apply(params, xs, carry[:2])
+    with pytest.raises(ValueError, match="at least one layer"):
+        rnnjax.serial()
+
+
+def test_residual_adds_the_input_and_rejects_a_size_change():
+    inner = rnnjax.rnn(cells.gru(D))
+    layer = rnnjax.residual(inner)
+    params, out_size = layer.init(jax.random.key(0), D)
+    assert out_size == D
+    xs = normal(1, (B, T, D))
+    carry, ys = layer.apply(params, xs)
+    want_carry, want = inner.apply(params, xs)
+    np.testing.assert_array_equal(ys, xs + want)
+    np.testing.assert_array_equal(carry, want_carry)
+    with pytest.raises(ValueError, match="out_size == in_size"):
+        rnnjax.residual(rnnjax.dense(H)).init(jax.random.key(0), D)
+
+
+# ---------------------------------------------------------------- dense, embed
+
+
+def test_dense_and_embed_shapes():
+    params, size = rnnjax.dense(5, activation="tanh").init(jax.random.key(0), D)
+    assert size == 5 and params["w"].shape == (D, 5) and params["b"].shape == (5,)
+    xs = normal(1, (B, T, D))
+    carry, ys = rnnjax.dense(5, activation="tanh").apply(params, xs)
+    assert carry is None
+    np.testing.assert_allclose(ys, np.tanh(xs @ params["w"] + params["b"]), rtol=1e-6)
+    layer = rnnjax.embed(7, D)
+    params, size = layer.init(jax.random.key(0), 0)
+    assert size == D and params["table"].shape == (7, D)
+    tokens = jnp.array([[0, 6, 2], [1, 1, 5]])
+    _, emb = layer.apply(params, tokens)
+    assert emb.shape == (2, 3, D)
+    np.testing.assert_array_equal(emb[0, 1], params["table"][6])
+    with pytest.raises(TypeError, match="integer tokens"):
+        layer.apply(params, tokens.astype(jnp.float32))
+
+
+# ---------------------------------------------------------------- dropout
+
+
+def test_dropout_is_on_exactly_with_a_key():
+    layer = rnnjax.dropout(0.5)
+    xs = jnp.ones(ONES)
+    np.testing.assert_array_equal(layer.apply({}, xs)[1], xs)
+    ys = np.asarray(layer.apply({}, xs, key=jax.random.key(0))[1])
+    assert set(np.unique(ys)) == {0.0, 2.0}
+    np.testing.assert_array_equal(ys, layer.apply({}, xs, key=jax.random.key(0))[1])
+    zeros = ys == 0.0
+    assert not np.all(zeros == zeros[:, :1])  # a new mask at every step
+    with pytest.raises(ValueError, match="rate"):
+        rnnjax.dropout(1.0)
+
+
+def test_variational_dropout_mask_is_constant_over_time():
+    ys = rnnjax.dropout(0.5, variational=True).apply({}, jnp.ones(ONES), key=jax.random.key(0))[1]
+    zeros = np.asarray(ys) == 0.0
+    assert zeros.any() and not zeros.all()
+    assert np.all(zeros == zeros[:, :1])
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_inverted_dropout_keeps_the_expectation(variational):
+    _, ys = rnnjax.dropout(0.3, variational=variational).apply(
+        {}, jnp.ones(ONES), key=jax.random.key(1)
+    )
+    assert abs(float(jnp.mean(ys)) - 1.0) < 0.05
+    assert abs(float(jnp.mean(ys == 0.0)) - 0.3) < 0.05
+
+
+def test_rnn_input_dropout_is_one_mask_per_sequence():
+    layer = rnnjax.rnn(echo, input_dropout=0.5)
+    params, _ = layer.init(jax.random.key(0), 32)
+    xs = jnp.ones(ONES)
+    np.testing.assert_array_equal(layer.apply(params, xs)[1], xs)
+    ys = np.asarray(layer.apply(params, xs, key=jax.random.key(0))[1])
+    assert set(np.unique(ys)) == {0.0, 2.0}
+    assert np.all(ys == ys[:, :1])
+
+
+def test_rnn_carry_dropout_is_one_mask_per_sequence_on_h_only():
+    xs = jnp.ones((B, T, D))
+    layer = rnnjax.rnn(carry_echo, carry_dropout=0.5)
+    params, _ = layer.init(jax.random.key(0), D)
+    np.testing.assert_array_equal(layer.apply(params, xs)[1], 1.0)
+    ys = np.asarray(layer.apply(params, xs, key=jax.random.key(0))[1])
+    assert set(np.unique(ys)) == {0.0, 2.0}
+    assert np.all(ys == ys[:, :1])
+    _, ys = rnnjax.rnn(lstm_echo, carry_dropout=0.5).apply(params, xs, key=jax.random.key(0))
+    np.testing.assert_array_equal(ys[..., :H], 1.0)  # c is left alone
+    assert np.any(ys[..., H:] == 0.0) and np.all(ys[..., H:] == ys[:, :1, H:])
+
+
+def test_rnn_dropout_needs_a_key_and_is_deterministic_per_key():
+    cell = cells.lstm(H)
+    layer = rnnjax.rnn(cell, input_dropout=0.3, carry_dropout=0.3)
+    params, _ = layer.init(jax.random.key(0), D)
+    xs, lengths = normal(1, (B, T, D)), jnp.asarray(LENGTHS)
+    plain = rnnjax.rnn(cell).apply(params, xs, lengths=lengths)[1]
+    np.testing.assert_array_equal(layer.apply(params, xs, lengths=lengths)[1], plain)
+    apply = jax.jit(layer.apply)  # one compilation for the three keys
+    one = apply(params, xs, lengths=lengths, key=jax.random.key(1))[1]
+    again = apply(params, xs, lengths=lengths, key=jax.random.key(1))[1]
+    other = apply(params, xs, lengths=lengths, key=jax.random.key(2))[1]
+    np.testing.assert_array_equal(one, again)
+    assert not np.allclose(one[:2], plain[:2]) and not np.allclose(one[:2], other[:2])
+    np.testing.assert_array_equal(np.asarray(one)[np.arange(T) >= LENGTHS[:, None]], 0.0)
+
+
+def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
+    layer = rnnjax.rnn(cells.stack(cells.gru(H), cells.gru(H)), carry_dropout=0.2)
+    params, _ = layer.init(jax.random.key(0), D)
+    xs = normal(1, (B, T, D))
+    layer.apply(params, xs)  # no key, no dropout, no complaint
+    with pytest.raises(ValueError, match="carry_dropout needs"):
+        layer.apply(params, xs, key=jax.random.key(0))
+    for rates in ({"input_dropout": 1.0}, {"carry_dropout": -0.1}):
+        with pytest.raises(ValueError, match="dropout"):
+            rnnjax.rnn(cells.gru(H), **rates)
