@@ -10,7 +10,7 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.num_epochs = 20
     config.batch_size = 150
     config.learning_rate = 1e-3
-    config.lr_schedule = "constant"  # constant | cosine (decays to 0 over num_epochs)
+    config.lr_schedule = "cosine"  # cosine: from learning_rate down to 0 over the run | constant
     config.grad_clip_norm = 0.0  # > 0 clips gradients by global norm
     config.checkpoint_every_steps = 200
     config.keep_checkpoints = 3
