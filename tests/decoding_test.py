@@ -46,8 +46,9 @@ def test_greedy_equals_a_python_loop_and_pads_with_end(random_model):
     )
     carry, last = model.encode(params, src, SRC_LENGTHS), jnp.full((B,), START)
     want = []
+    decode_step = jax.jit(model.decode_step)
     for _ in range(7):
-        carry, logits = model.decode_step(params, carry, last)
+        carry, logits = decode_step(params, carry, last)
         last = jnp.argmax(logits, axis=-1)
         want.append(np.asarray(last))
     want = np.stack(want, axis=1)

@@ -213,8 +213,9 @@ def test_decode_step_loop_equals_teacher_forcing():
     src, tgt = tokens(1, (B, S), SRC_V), tokens(2, (B, T), TGT_V)
     want = model.apply(params, src, tgt)
     carry = model.encode(params, src)
+    decode_step = jax.jit(model.decode_step)
     for t in range(T):
-        carry, logits = model.decode_step(params, carry, tgt[:, t])
+        carry, logits = decode_step(params, carry, tgt[:, t])
         np.testing.assert_allclose(logits, want[:, t], rtol=1e-5, atol=1e-5)
 
 
