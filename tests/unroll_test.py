@@ -1,0 +1,491 @@
+"""Tests for rnnjax/unroll.py against a Python loop over time, unpadded runs and plain lax.scan.
+
+Gradients are checked as ``jax.test_util.check_grads`` does at order 1 (its ``check_jvp`` and
+``check_vjp``) in float64 (``jax.enable_x64``); elsewhere float32 results are compared with
+atol/rtol 1e-5 (1e-4 relative for gradients).
+"""
+
+import functools
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_jvp, check_vjp
+
+import rnnjax
+from rnnjax import cells
+
+B, T, D, H, P = 3, 6, 4, 5, 3
+
+CELLS = {
+    "simple": lambda: cells.simple(H),
+    "lstm": lambda: cells.lstm(H, peepholes=True, proj_size=P, cell_clip=1.0, layer_norm=True),
+    "gru": lambda: cells.gru(H),
+    "gru_reset_before": lambda: cells.gru(H, reset_after=False),
+    "indrnn": lambda: cells.indrnn(H, recurrent_max=1.0),
+    "stack": lambda: cells.stack(cells.lstm(H), cells.gru(P, learn_initial_carry=True)),
+    "output_projection": lambda: cells.output_projection(cells.simple(H), 2, activation=jnp.tanh),
+    "learnable_lstm": lambda: cells.lstm(H, peepholes=True, proj_size=P, learn_initial_carry=True),
+    "learnable_gru": lambda: cells.gru(H, learn_initial_carry=True),
+}
+
+
+@functools.cache
+def get_cell(name):
+    """One Cell value per name for the whole module, so jitted steps are compiled once."""
+    return CELLS[name]()
+
+
+@functools.cache
+def fast_compile_options():
+    """XLA options that cut CPU compile time about 3x for these tiny programs, where supported.
+
+    Compiling, not running, is nearly all of this file's time. Both sides of each comparison are
+    compiled alike; default options and eager calls are covered by test_jit_equals_eager and
+    the unpadded-sequence test.
+    """
+    candidates = [
+        {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+        {"xla_backend_optimization_level": 0},
+    ]
+    for options in candidates:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+            return options
+        except jax.errors.JaxRuntimeError:
+            pass
+    return {}
+
+
+def fast_jit(fn):
+    return jax.jit(fn, compiler_options=fast_compile_options())
+
+
+def check_grads(f, args, modes=("rev",)):
+    """``jax.test_util.check_grads(f, args, order=1, modes=modes)``, compiled fast.
+
+    The same two checks check_grads runs at order 1 (``check_jvp``/``check_vjp``: autodiff
+    against central differences along a random direction), but with ``f``, its JVP and its VJP
+    each one ``fast_jit`` program: check_grads itself cannot take compiler options, since it
+    differentiates through ``f``.
+    """
+    fast_f = fast_jit(f)
+    if "fwd" in modes:
+        check_jvp(fast_f, fast_jit(functools.partial(jax.jvp, f)), args)
+    if "rev" in modes:
+        vjp = fast_jit(lambda args, cotangent: jax.vjp(f, *args)[1](cotangent))
+        check_vjp(fast_f, lambda *a: (fast_f(*a), functools.partial(vjp, a)), args)
+
+
+@functools.cache
+def jitted_apply(cell):
+    return fast_jit(cell.apply)
+
+
+def run(cell, params, xs, carry=None, **kwargs):
+    """``rnnjax.unroll`` under ``fast_jit``; array keyword arguments are traced."""
+    arrays = {k: v for k, v in kwargs.items() if isinstance(v, jax.Array)}
+    static = {k: v for k, v in kwargs.items() if k not in arrays}
+
+    def f(params, xs, carry, arrays):
+        return rnnjax.unroll(cell, params, xs, carry, **static, **arrays)
+
+    return fast_jit(f)(params, xs, carry, arrays)
+
+
+def randomize(tree, seed, scale=1.0):
+    """N(0, scale²) arrays shaped like ``tree``'s leaves, drawn by numpy (no per-shape compiles)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(scale * rng.standard_normal(a.shape), a.dtype), tree)
+
+
+def setup(cell, seed=0, shape=(B, T, D)):
+    """Random params (learnt initial carries included, so they differ from zeros) and inputs."""
+    params = randomize(jax.eval_shape(lambda k: cell.init(k, D), jax.random.key(0)), seed, 0.6)
+    xs = randomize(jax.ShapeDtypeStruct(shape, jnp.float32), seed + 1)
+    return params, xs
+
+
+def random_carry(cell, params, seed, batch=B):
+    return randomize(jax.eval_shape(lambda: cell.initial_carry(params, (batch,))), seed)
+
+
+def loop(cell, params, xs, carry=None, *, reverse=False):
+    """The truth: ``cell.apply`` step by step in Python, ``xs [B, T, D]``."""
+    carry = cell.initial_carry(params, xs.shape[:1]) if carry is None else carry
+    step = jitted_apply(cell)
+    ys = [None] * xs.shape[1]
+    for t in reversed(range(xs.shape[1])) if reverse else range(xs.shape[1]):
+        carry, ys[t] = step(params, carry, xs[:, t])
+    if not ys:
+        return carry, jnp.zeros(xs.shape[:2] + (cell.output_size,))
+    return carry, jnp.stack(ys, 1)
+
+
+def take(tree, i):
+    """Example ``i`` of every leaf, keeping a batch axis of 1."""
+    return jax.tree.map(lambda a: a[i : i + 1], tree)
+
+
+def assert_trees_close(actual, expected, atol=1e-5, rtol=1e-5):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert jnp.shape(a) == jnp.shape(e)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=rtol)
+
+
+# ---------------------------------------------------------------- against a Python loop
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "name", ["simple", "lstm", "gru", "gru_reset_before", "indrnn", "stack", "output_projection"]
+)
+def test_unroll_matches_python_loop(name, reverse):
+    cell = get_cell(name)
+    params, xs = setup(cell)
+    final, ys = run(cell, params, xs, reverse=reverse)
+    assert ys.shape == (B, T, cell.output_size)
+    want_final, want_ys = loop(cell, params, xs, reverse=reverse)
+    assert_trees_close(ys, want_ys)
+    assert_trees_close(final, want_final)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("name", ["lstm", "stack"])
+def test_explicit_carry_is_used(name, reverse):
+    cell = get_cell(name)
+    params, xs = setup(cell)
+    carry = random_carry(cell, params, seed=5)
+    final, ys = run(cell, params, xs, carry, reverse=reverse)
+    want_final, want_ys = loop(cell, params, xs, carry, reverse=reverse)
+    assert_trees_close(ys, want_ys)
+    assert_trees_close(final, want_final)
+    _, default_ys = loop(cell, params, xs, reverse=reverse)
+    assert not np.allclose(ys, default_ys, atol=1e-3)
+
+
+# ---------------------------------------------------------------- variable lengths
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("name", ["learnable_lstm", "stack"])
+def test_padded_batch_equals_each_sequence_alone(name, reverse):
+    cell = get_cell(name)
+    params, xs = setup(cell)
+    lengths = jnp.array([4, 0, T])
+    # What lies past a sequence's end must not matter.
+    garbage = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None], xs, 1e3)
+    final, ys = run(cell, params, garbage, lengths=lengths, reverse=reverse)
+    for i, n in enumerate(np.asarray(lengths)):
+        alone_final, alone_ys = loop(cell, params, xs[i : i + 1, :n], reverse=reverse)
+        assert_trees_close(ys[i : i + 1, :n], alone_ys)
+        np.testing.assert_array_equal(ys[i, n:], 0.0)
+        assert_trees_close(take(final, i), alone_final)
+    # An empty sequence keeps the (learnt, non-zero) initial carry.
+    assert_trees_close(take(final, 1), cell.initial_carry(params, (1,)))
+    assert max(np.abs(c).max() for c in jax.tree.leaves(take(final, 1))) > 0.1
+
+
+def test_unroll_of_an_unpadded_sequence_matches_its_padded_run():
+    cell = get_cell("learnable_lstm")
+    params, xs = setup(cell)
+    final, ys = rnnjax.unroll(cell, params, xs, lengths=jnp.array([T, 4, 2]), reverse=True)
+    alone_final, alone_ys = rnnjax.unroll(cell, params, xs[1:2, :4], reverse=True)
+    assert_trees_close(ys[1:2, :4], alone_ys)
+    assert_trees_close(take(final, 1), alone_final)
+    # T == 0 is a valid (empty) sequence: the final carry is the initial carry.
+    final, ys = rnnjax.unroll(cell, params, xs[:, :0])
+    assert ys.shape == (B, 0, P)
+    assert_trees_close(final, cell.initial_carry(params, (B,)))
+
+
+# ---------------------------------------------------------------- options that must not matter
+
+VARIANTS = {
+    "hoist_false": dict(hoist=False),
+    "unroll3": dict(unroll=3),
+    "unroll_true": dict(unroll=True),
+    "remat_true": dict(remat=True),
+    "remat2_divides_T": dict(remat=2),
+    "remat4_not_divides_T": dict(remat=4),
+}
+# remat changes how unroll itself scans (blocks, time padding, masks): every combination of
+# direction and masking. hoist and unroll only choose the step function and lax.scan's unroll,
+# so they run forward unmasked and backward masked, saving XLA compilations (most of the time).
+VARIANT_CASES = [
+    (v, reverse, masked)
+    for v in VARIANTS
+    for reverse, masked in itertools.product([False, True], repeat=2)
+    if v.startswith("remat") or reverse == masked
+]
+
+
+@functools.cache
+def variant_problem():
+    """A cell with a tuple carry and a learnt initial carry, data, lengths, resets and weights."""
+    cell = cells.lstm(H, learn_initial_carry=True)
+    params, xs = setup(cell, seed=10)
+    carry = random_carry(cell, params, seed=12)
+    lengths = jnp.array([T, 0, 3])
+    resets = jnp.zeros((B, T), bool).at[0, 2].set(True).at[2, 1].set(True)
+    w_ys = randomize(jax.ShapeDtypeStruct((B, T, H), jnp.float32), 13)
+    return cell, params, xs, carry, lengths, resets, w_ys
+
+
+@functools.cache
+def outputs_and_grads(options, reverse, masked):
+    """Final carry, ys and grads of a scalar loss w.r.t. (params, xs, carry), under jit."""
+    cell, params, xs, carry, lengths, resets, w_ys = variant_problem()
+    kwargs = dict(options, reverse=reverse)
+    if masked:
+        kwargs.update(lengths=lengths, resets=resets)
+
+    def loss(params, xs, carry):
+        final, ys = rnnjax.unroll(cell, params, xs, carry, **kwargs)
+        value = jnp.sum(ys * w_ys) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(final))
+        return value, (final, ys)
+
+    grad_fn = fast_jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    (_, aux), grads = grad_fn(params, xs, carry)
+    return aux, grads
+
+
+@pytest.mark.parametrize(
+    "variant, reverse, masked",
+    VARIANT_CASES,
+    ids=[
+        f"{v}-{'reverse' if r else 'forward'}-{'lengths_resets' if m else 'full'}"
+        for v, r, m in VARIANT_CASES
+    ],
+)
+def test_variant_equals_plain_scan(variant, reverse, masked):
+    aux, grads = outputs_and_grads(tuple(VARIANTS[variant].items()), reverse, masked)
+    want_aux, want_grads = outputs_and_grads((), reverse, masked)
+    assert_trees_close(aux, want_aux)
+    assert_trees_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+    # The loss reaches all it should: params (the learnt carry0 only through resets), xs, carry.
+    params_grad, xs_grad, carry_grad = grads
+    assert np.abs(xs_grad).max() > 0
+    assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(carry_grad))
+    assert all(np.abs(g).max() > 0 for k, g in params_grad.items() if k != "carry0")
+    carry0_reached = [np.abs(g).max() > 0 for g in jax.tree.leaves(params_grad["carry0"])]
+    assert all(carry0_reached) if masked else not any(carry0_reached)
+
+
+# ---------------------------------------------------------------- gradients vs finite differences
+
+
+@pytest.mark.parametrize(
+    "options, modes",
+    [
+        (dict(reverse=True, remat=4, resets=True), ["rev"]),
+        (dict(remat=True), ["fwd", "rev"]),
+    ],
+    ids=["lengths_reverse_remat4_resets", "lengths_remat"],
+)
+def test_unroll_gradients(options, modes):
+    with jax.enable_x64(True):
+        cell = cells.lstm(H, learn_initial_carry=True)  # built here: a float64 zero template
+        params, xs = setup(cell, seed=20)
+        params, xs = jax.tree.map(lambda a: a.astype(jnp.float64), (params, xs))
+        carry = random_carry(cell, params, seed=21)
+        kwargs = dict(options, lengths=jnp.array([T, 2, 5]))
+        if kwargs.pop("resets", False):
+            kwargs["resets"] = jnp.zeros((B, T), bool).at[:, 3].set(True)
+
+        def f(params, xs, carry):
+            return rnnjax.unroll(cell, params, xs, carry, **kwargs)
+
+        check_grads(f, (params, xs, carry), modes)
+
+
+# ---------------------------------------------------------------- resets
+
+
+def reference_with_resets(cell, params, xs, reset_times, reverse):
+    """Runs ``xs [1, T', D]`` piece by piece, each piece from the initial carry.
+
+    A reset at t starts a fresh run at step t: forwards the pieces are split before t, backwards
+    (where step t follows step t+1) after it.
+    """
+    n = xs.shape[1]
+    cuts = sorted({t + 1 if reverse else t for t in reset_times} | {0, n})
+    spans = [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+    pieces = [loop(cell, params, xs[:, a:b], reverse=reverse) for a, b in spans]
+    ys = jnp.concatenate([p[1] for p in pieces], 1)
+    final = pieces[0][0] if reverse else pieces[-1][0]
+    return final, ys
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("learnable", [False, True], ids=["zero_carry", "learnt_carry"])
+def test_reset_restarts_from_the_initial_carry(learnable, reverse):
+    cell = get_cell("learnable_gru" if learnable else "gru")
+    params, xs = setup(cell, seed=30)
+    reset_times = {0: [2], 1: [1, 4], 2: [4]}  # example 2's reset lies in its padding
+    resets = np.zeros((B, T), bool)
+    for i, times in reset_times.items():
+        resets[i, times] = True
+    lengths = jnp.array([T, T, 3])
+    final, ys = run(cell, params, xs, lengths=lengths, resets=jnp.asarray(resets), reverse=reverse)
+    for i in range(2):
+        want_final, want_ys = reference_with_resets(
+            cell, params, xs[i : i + 1], reset_times[i], reverse
+        )
+        assert_trees_close(ys[i : i + 1], want_ys)
+        assert_trees_close(take(final, i), want_final)
+    want_final, want_ys = loop(cell, params, xs[2:3, :3], reverse=reverse)
+    assert_trees_close(ys[2:3, :3], want_ys)
+    np.testing.assert_array_equal(ys[2, 3:], 0.0)
+    assert_trees_close(take(final, 2), want_final)
+
+
+# ---------------------------------------------------------------- layouts and transformations
+
+
+def test_time_major_equals_batch_major_transposed():
+    reverse = True
+    cell = get_cell("learnable_lstm")
+    params, xs = setup(cell, seed=40)
+    lengths = jnp.array([T, 2, 5])
+    resets = jnp.zeros((B, T), bool).at[0, 3].set(True)
+    final, ys = run(cell, params, xs, lengths=lengths, resets=resets, reverse=reverse)
+    tm_final, tm_ys = run(
+        cell,
+        params,
+        jnp.swapaxes(xs, 0, 1),
+        lengths=lengths,
+        resets=resets.T,
+        reverse=reverse,
+        time_major=True,
+    )
+    assert tm_ys.shape == (T, B, P)
+    assert_trees_close(tm_ys, jnp.swapaxes(ys, 0, 1))
+    assert_trees_close(tm_final, final)
+
+
+def test_jit_equals_eager():
+    cell = get_cell("stack")
+    params, xs = setup(cell, seed=50)
+    lengths = jnp.array([1, T, 4])
+
+    def f(params, xs, lengths):
+        return rnnjax.unroll(cell, params, xs, lengths=lengths, reverse=True, remat=4)
+
+    assert_trees_close(jax.jit(f)(params, xs, lengths), f(params, xs, lengths))
+
+
+def test_vmap_over_an_extra_leading_axis():
+    cell = get_cell("learnable_lstm")
+    params, xs = setup(cell, seed=60, shape=(2, B, T, D))
+    lengths = jnp.array([[T, 1, 3], [0, 4, T]])
+
+    def f(xs, lengths):
+        return rnnjax.unroll(cell, params, xs, lengths=lengths)
+
+    final, ys = fast_jit(jax.vmap(f))(xs, lengths)
+    assert ys.shape == (2, B, T, P)
+    one = fast_jit(f)
+    for n in range(2):
+        want_final, want_ys = one(xs[n], lengths[n])
+        assert_trees_close(ys[n], want_ys)
+        assert_trees_close(take(final, n), jax.tree.map(lambda a: a[None], want_final))
+    # Shared lengths (not mapped) work too.
+    _, ys_shared = jax.vmap(f, in_axes=(0, None))(xs, lengths[0])  # eager vmap
+    assert_trees_close(ys_shared[1], one(xs[1], lengths[0])[1])
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+@functools.cache
+def error_problem():
+    cell = get_cell("learnable_lstm")
+    params, xs = setup(cell, seed=70)
+    return cell, params, xs
+
+
+def bad_call(case):
+    cell, params, xs = error_problem()
+    carry = cell.initial_carry(params, (B,))
+    lengths = jnp.array([1, 2, 3])
+    calls = {
+        "rank": lambda: rnnjax.unroll(cell, params, xs[:, :, 0]),
+        "rank_time_major": lambda: rnnjax.unroll(cell, params, xs[0], time_major=True),
+        "feature_size": lambda: rnnjax.unroll(cell, params, jnp.ones((B, T, D + 1))),
+        "int_xs": lambda: rnnjax.unroll(cell, params, jnp.ones((B, T, D), jnp.int32)),
+        "lengths_shape": lambda: rnnjax.unroll(cell, params, xs, lengths=lengths[:2]),
+        "lengths_2d": lambda: rnnjax.unroll(cell, params, xs, lengths=lengths[:, None]),
+        "lengths_float": lambda: rnnjax.unroll(cell, params, xs, lengths=jnp.ones(B)),
+        "lengths_negative": lambda: rnnjax.unroll(cell, params, xs, lengths=lengths.at[0].set(-1)),
+        "lengths_too_long": lambda: rnnjax.unroll(cell, params, xs, lengths=lengths.at[2].set(7)),
+        "carry_structure": lambda: rnnjax.unroll(cell, params, xs, tuple(carry)),
+        "carry_missing_leaf": lambda: rnnjax.unroll(cell, params, xs, carry.c),
+        "carry_shape": lambda: rnnjax.unroll(cell, params, xs, carry._replace(h=carry.h[:, :2])),
+        "carry_batch": lambda: rnnjax.unroll(cell, params, xs, take(carry, 0)),
+        "resets_shape": lambda: rnnjax.unroll(cell, params, xs, resets=jnp.zeros((T, B), bool)),
+        "resets_time_major_shape": lambda: rnnjax.unroll(
+            cell, params, jnp.swapaxes(xs, 0, 1), resets=jnp.zeros((B, T), bool), time_major=True
+        ),
+        "resets_dtype": lambda: rnnjax.unroll(cell, params, xs, resets=jnp.zeros((B, T))),
+    }
+    return calls[case]
+
+
+ERRORS = {
+    "rank": (ValueError, f"xs must be [B, T, {D}] (rank 3), got shape ({B}, {T}) (rank 2)"),
+    "rank_time_major": (ValueError, f"xs (time-major) must be [T, B, {D}] (rank 3), got shape"),
+    "feature_size": (ValueError, f"xs must be [B, T, {D}], got shape ({B}, {T}, {D + 1})"),
+    "int_xs": (TypeError, "xs must have a floating dtype, got int32"),
+    "lengths_shape": (ValueError, f"lengths must have shape ({B},) = [B], got (2,)"),
+    "lengths_2d": (ValueError, f"lengths must have shape ({B},) = [B], got ({B}, 1)"),
+    "lengths_float": (TypeError, "lengths must have an integer dtype, got float32"),
+    "lengths_negative": (ValueError, f"lengths must lie in [0, T={T}], got min -1 and max 3"),
+    "lengths_too_long": (ValueError, f"lengths must lie in [0, T={T}], got min 1 and max 7"),
+    "carry_structure": (
+        ValueError,
+        "carry must have structure PyTreeDef(CustomNode(namedtuple[LSTMCarry], [*, *])), "
+        "got PyTreeDef((*, *))",
+    ),
+    "carry_missing_leaf": (ValueError, "carry must have structure"),
+    "carry_shape": (ValueError, f"got LSTMCarry(c=({B}, {H}), h=({B}, 2))"),
+    "carry_batch": (ValueError, f"carry must have shapes LSTMCarry(c=({B}, {H}), h=({B}, {P}))"),
+    "resets_shape": (ValueError, f"resets must have shape ({B}, {T}) = [B, T], got ({T}, {B})"),
+    "resets_time_major_shape": (
+        ValueError,
+        f"resets (time-major) must have shape ({T}, {B}) = [T, B], got ({B}, {T})",
+    ),
+    "resets_dtype": (TypeError, "resets must be boolean, got float32"),
+}
+
+
+XFAIL_ERRORS = {
+    "rank_time_major": "_checks.check_sequence always writes the expected layout as [B, T, D], "
+    "also for time-major xs, whose expected layout is [T, B, D]",
+}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(reason=XFAIL_ERRORS[c], strict=True))
+        if c in XFAIL_ERRORS
+        else c
+        for c in ERRORS
+    ],
+)
+def test_bad_input_names_expected_and_actual(case):
+    error, message = ERRORS[case]
+    with pytest.raises(error, match=re.escape(message)):
+        bad_call(case)()
+
+
+def test_shape_errors_are_raised_at_trace_time_under_jit():
+    cell, params, _ = error_problem()
+    f = jax.jit(lambda xs: rnnjax.unroll(cell, params, xs))
+    with pytest.raises(ValueError, match=re.escape(f"xs must be [B, T, {D}], got shape")):
+        f(jnp.ones((B, T, D + 2)))
