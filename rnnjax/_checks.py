@@ -5,10 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def check_sequence(name: str, xs, feature_size: int | None = None) -> None:
-    """Checks that ``xs`` is a float ``[B, T, D]`` array (with ``D == feature_size`` if given)."""
+def check_sequence(
+    name: str, xs, feature_size: int | None = None, *, time_major: bool = False
+) -> None:
+    """Checks that ``xs`` is a float ``[B, T, D]`` array (``[T, B, D]`` with ``time_major``),
+    with ``D == feature_size`` if given."""
     shape = tuple(jnp.shape(xs))
-    want = f"[B, T, {feature_size if feature_size is not None else 'D'}]"
+    leading = "T, B" if time_major else "B, T"
+    want = f"[{leading}, {feature_size if feature_size is not None else 'D'}]"
     if len(shape) != 3:
         raise ValueError(f"{name} must be {want} (rank 3), got shape {shape} (rank {len(shape)})")
     if not jnp.issubdtype(jnp.result_type(xs), jnp.floating):
@@ -19,6 +23,8 @@ def check_sequence(name: str, xs, feature_size: int | None = None) -> None:
 
 def check_lengths(lengths, batch: int, time: int) -> None:
     """Checks ``lengths`` is an integer ``[B]`` array; concrete values must lie in ``[0, T]``."""
+    if isinstance(lengths, list | tuple):
+        lengths = np.asarray(lengths)
     shape = tuple(jnp.shape(lengths))
     if shape != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) = [B], got {shape}")

@@ -44,12 +44,7 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-
-    def init(key):
-        kb, kh = jax.random.split(key)
-        body_params, size = body.init(kb, in_size)
-        head_params, _ = head.init(kh, size)
-        return {"body": body_params, "head": head_params}
+    init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         kb, kh = (None, None) if key is None else jax.random.split(key)
@@ -68,12 +63,7 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
     Example (next-value prediction of a time series):
       >>> model = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.simple(100)), rnnjax.dense(1), in_size=1)
     """
-
-    def init(key):
-        kb, kh = jax.random.split(key)
-        body_params, size = body.init(kb, in_size)
-        head_params, _ = head.init(kh, size)
-        return {"body": body_params, "head": head_params}
+    init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         kb, kh = (None, None) if key is None else jax.random.split(key)
@@ -82,6 +72,18 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
         return _zero_past(out, lengths)
 
     return Model(init, apply)
+
+
+def _body_head_init(body: Layer, head: Layer, in_size: int):
+    """``init(key) -> {"body", "head"}`` with the head sized by the body's output."""
+
+    def init(key):
+        kb, kh = jax.random.split(key)
+        body_params, size = body.init(kb, in_size)
+        head_params, _ = head.init(kh, size)
+        return {"body": body_params, "head": head_params}
+
+    return init
 
 
 VEC2SEQ_MODES = ("init", "input")

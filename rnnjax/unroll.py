@@ -89,7 +89,7 @@ def unroll(
 
 def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
     if time_major:
-        _checks.check_sequence("xs (time-major)", xs, feature_size)
+        _checks.check_sequence("xs (time-major)", xs, feature_size, time_major=True)
         return xs
     _checks.check_sequence("xs", xs, feature_size)
     return jnp.swapaxes(xs, 0, 1)

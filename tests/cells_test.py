@@ -525,11 +525,6 @@ def test_bad_activation_name_raises(factory, name):
         factory(H, activation=name)
 
 
-@pytest.mark.xfail(
-    reason="output_projection calls `activation` directly instead of resolve_activation, so a "
-    "name such as 'tanh' (accepted by simple/indrnn) fails with TypeError at apply time",
-    strict=True,
-)
 def test_output_projection_activation_by_name():
     cell = cells.output_projection(cells.simple(H), 2, activation="tanh")
     params, carry, x = setup(cell)

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells._base import Cell, glorot_uniform, zeros
+from rnnjax.cells._base import Cell, glorot_uniform, resolve_activation, zeros
 
 
 def stack(*cells: Cell) -> Cell:
@@ -68,6 +68,7 @@ def output_projection(
     sequences, ``rnnjax.dense`` after ``rnnjax.rnn`` computes the same thing as one matmul.
     Params are ``{"cell": ..., "w": [O, size], "b": [size]}``.
     """
+    phi = None if activation is None else resolve_activation(activation)
 
     def init(key, input_size):
         kc, kw, kb = jax.random.split(key, 3)
@@ -82,7 +83,7 @@ def output_projection(
 
     def head(params, y):
         y = y @ params["w"] + params["b"]
-        return activation(y) if activation else y
+        return phi(y) if phi else y
 
     def apply(params, carry, x):
         carry, y = cell.apply(params["cell"], carry, x)
