@@ -1,13 +1,14 @@
 """Where evaluation metrics go: ``metrics.jsonl``, TensorBoard event files, a learning-curve PNG."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -23,8 +24,8 @@ class MetricsWriter:
     def __init__(self, workdir: str | Path, *, resume_step: int = 0):
         self.path = Path(workdir) / METRICS_FILE
         kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self.tensorboard = SummaryWriter(str(Path(workdir) / "tensorboard"))
+        _replace(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.tensorboard = _summary_writer(Path(workdir) / "tensorboard")
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
@@ -36,6 +37,31 @@ class MetricsWriter:
 
     def close(self) -> None:
         self.tensorboard.close()
+
+
+def _summary_writer(logdir: Path):
+    """tensorboardX's ``SummaryWriter``, imported without torch.
+
+    tensorboardX imports torch, when it is installed, only to accept torch tensors: seconds of
+    start-up for every run and resume. We log Python floats, so while tensorboardX is imported
+    (at first use, not with this module) ``import torch`` is answered with ImportError.
+    """
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return SummaryWriter(str(logdir))
+
+
+def _replace(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically: a kill mid-write never loses the kept records."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def read_metrics(path: str | Path) -> list[dict]:

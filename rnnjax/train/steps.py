@@ -14,9 +14,10 @@ from rnnjax.train.state import TrainState, step_key
 def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate: bool = True):
     """Returns ``step(state, batch) -> (state, metrics)``, jitted, with the state donated.
 
-    Dropout gets ``fold_in(root, step)``. A non-finite loss or gradient leaves the state as it
-    was (so the last good params are never overwritten) and reports ``metrics["finite"] == 0``;
-    the caller stops and names the step.
+    Dropout gets ``fold_in(root, step)``. A non-finite loss, gradient or updated state (an update
+    can overflow even when the gradient is finite) leaves the state as it was, so the last good
+    params are never overwritten, and reports ``metrics["finite"] == 0``; the caller stops and
+    names the step.
 
     Metrics: ``loss``, ``grad_norm``, ``finite`` and the loss's per-example metrics averaged.
     """
@@ -29,18 +30,23 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate:
             return loss_fn(outputs, batch)
 
         (loss_value, per_example), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         stepped = TrainState(
             state.step + 1, optax.apply_updates(state.params, updates), opt_state, state.rng
         )
+        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm) & _all_finite(stepped)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
         metrics = {name: jnp.mean(value) for name, value in per_example.items()}
         metrics |= {"loss": loss_value, "grad_norm": grad_norm, "finite": finite}
         return new_state, metrics
 
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _all_finite(tree) -> jax.Array:
+    """True when no leaf of ``tree`` holds an inf or NaN (integer leaves always pass)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def make_eval_step(model, loss_fn):

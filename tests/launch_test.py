@@ -1,0 +1,107 @@
+"""Tests for rnnjax/train/launch.py and the launcher ``python -m experiments.main``."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnjax.train import launch, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs"
+CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.py") if p.stem not in ("common", "__init__"))
+CONFIG = CONFIGS / "mnist_rnn.py"
+REQUIRED = ("seed", "num_epochs", "batch_size", "learning_rate", "data.name", "data.manual_dir")
+
+
+def _write_idx(folder: Path, n_train=60, n_test=25):
+    """The four MNIST IDX files, tiny: class c has a bright row 2c + 4 over faint noise."""
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
+        images[np.arange(n), 2 * labels + 4] = 250
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
+            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
+                f.write(bytes([0, 0, 8, array.ndim]) + dims + array.tobytes())
+
+
+def _launch(*args: str, jit_cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"JAX_PLATFORMS": "cpu"}
+    if jit_cache:  # compiled once per session; tests/loop_test.py's launches reuse it
+        env |= {
+            "JAX_COMPILATION_CACHE_DIR": str(jit_cache),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        }
+    command = [sys.executable, "-m", "experiments.main", f"--config={CONFIG}", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_launcher_trains_with_overrides_on_local_idx_files(tmp_path, tmp_path_factory):
+    (tmp_path / "idx").mkdir()
+    _write_idx(tmp_path / "idx")
+    workdir = tmp_path / "run"
+    done = _launch(
+        f"--workdir={workdir}",
+        f"--config.data.manual_dir={tmp_path / 'idx'}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.num_epochs=2",
+        "--config.batch_size=10",
+        "--config.model.units=8",
+        "--config.seed=3",
+        "--config.checkpoint_every_steps=4",
+        "--config.keep_checkpoints=2",
+        "--config.progress=False",
+        jit_cache=tmp_path_factory.getbasetemp() / "jax_cache",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch 2  train_accuracy" in done.stdout
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["units"] == 8 and saved["seed"] == 3 and saved["num_epochs"] == 2
+    assert (tmp_path / "tfds" / "mnist_idx").is_dir()  # prepared offline into the data_dir
+    records = read_metrics(workdir / "metrics.jsonl")
+    assert [(r["step"], r["epoch"]) for r in records] == [(6, 1), (12, 2)]
+    assert (workdir / "learning_curves.png").is_file()
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    # Saved at steps 4, 6 (epoch 1), 8 and 12 (epoch 2); the newest 2 are kept.
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "8"]
+
+
+def test_an_unknown_key_fails_at_once_listing_the_valid_keys(tmp_path):
+    start = time.monotonic()
+    done = _launch(f"--workdir={tmp_path / 'run'}", "--config.num_epoch=3", "--config.data.nme=x")
+    assert done.returncode != 0
+    assert "Unknown config key(s) ['num_epoch', 'data.nme']" in done.stderr
+    valid = done.stderr.split("Valid keys: ")[1].strip().split(", ")
+    assert set(REQUIRED) <= set(valid) and "model.units" in valid
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing was loaded, built or written
+    assert time.monotonic() - start < 120
+
+
+def test_unknown_overrides_checks_every_form_of_flag():
+    config = f"--config={CONFIG}"
+    assert launch.unknown_overrides([config, "--config.seed=1", "--config.data.name", "x"]) is None
+    assert launch.unknown_overrides(["--config.sed=1"]) is None  # no config file: absl reports
+    message = launch.unknown_overrides([config, "--config.model.unit=4", "--workdir=/tmp/w"])
+    assert message.startswith("Unknown config key(s) ['model.unit']")
+    assert "model.units" in message
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_every_config_has_the_required_keys(path):
+    keys = launch.flatten_keys(launch.load_config_file(str(path)))
+    missing = [key for key in REQUIRED if key not in keys]
+    assert not missing, f"{path.name} lacks {missing}"
+
+
+def test_load_config_file_names_a_missing_file():
+    with pytest.raises(FileNotFoundError, match="--config must name a config file"):
+        launch.load_config_file("experiments/configs/nope.py")

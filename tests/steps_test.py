@@ -1,0 +1,128 @@
+"""Tests for rnnjax/train/steps.py (and the optimizer builder whose clipping the steps rely on)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import rnnjax
+from rnnjax.train import builders
+from rnnjax.train.losses import softmax_xent
+from rnnjax.train.state import init_state
+from rnnjax.train.steps import make_eval_step, make_train_step
+
+B, T, D, CLASSES = 12, 5, 28, 10  # the shapes of tests/loop_test.py: compiled ops are reused
+
+
+def _model():
+    return rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.simple(8)), rnnjax.dense(CLASSES), in_size=D)
+
+
+MODEL, ADAM = _model(), optax.adam(1e-2)
+
+
+@pytest.fixture(scope="module")
+def adam_step():
+    """One compiled step shared by the tests (jit compiles cost seconds; the steps do not)."""
+    return make_train_step(MODEL, ADAM, softmax_xent, donate=False)
+
+
+def _batch(seed=0, n=B):
+    """A learnable task: the label is the time step at which feature 0 is largest, mod 3."""
+    xs = np.random.default_rng(seed).normal(size=(n, T, D)).astype(np.float32)
+    return {"inputs": xs, "labels": (np.argmax(xs[:, :, 0], axis=1) % CLASSES).astype(np.int32)}
+
+
+def _copy(tree):
+    return jax.tree.map(np.array, jax.device_get(tree))
+
+
+def _assert_bitwise(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(e).tobytes()
+
+
+def test_loss_decreases_and_the_step_counts(adam_step):
+    state, batch = init_state(MODEL, ADAM, jax.random.key(0)), _batch()
+    losses = []
+    for _ in range(40):
+        state, metrics = adam_step(state, batch)
+        losses.append(float(metrics["loss"]))
+        assert int(metrics["finite"]) == 1
+    assert int(state.step) == 40
+    assert losses[-1] < 0.5 * losses[0]
+    assert set(metrics) == {"loss", "accuracy", "grad_norm", "finite"}
+
+
+def test_non_finite_batch_leaves_the_state_unchanged(adam_step):
+    state, _ = adam_step(init_state(MODEL, ADAM, jax.random.key(0)), _batch())  # moments != 0
+    before = _copy(state)
+    bad = _batch(1)
+    bad["inputs"][3, 2, 1] = np.inf
+    after, metrics = adam_step(state, bad)
+    assert int(metrics["finite"]) == 0
+    _assert_bitwise(after, before)
+    assert int(after.step) == 1
+
+
+def test_an_update_that_overflows_leaves_the_state_unchanged():
+    """The loss and gradient are finite, but an infinite step size would write inf params."""
+    tx = optax.sgd(jnp.inf)
+    state = init_state(MODEL, tx, jax.random.key(0))
+    before = _copy(state)
+    after, metrics = make_train_step(MODEL, tx, softmax_xent, donate=False)(state, _batch())
+    assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))
+    assert int(metrics["finite"]) == 0
+    _assert_bitwise(after, before)
+
+
+def test_eval_step_masked_sums_equal_the_real_examples():
+    params = MODEL.init(jax.random.key(1))
+    eval_step = make_eval_step(MODEL, softmax_xent)
+    real = _batch(2, n=7)
+    padded = {k: np.concatenate([v, v[:5]]) for k, v in real.items()}  # 5 padding examples
+    padded["mask"] = np.arange(12) < 7
+    sums = jax.device_get(eval_step(params, padded))
+    assert float(sums["count"]) == 7.0
+    # Against a per-example computation in numpy on the real examples only.
+    logits = np.asarray(jax.jit(MODEL.apply)(params, real["inputs"]), np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    losses = -log_probs[np.arange(7), real["labels"]]
+    accuracy = np.mean(np.argmax(logits, -1) == real["labels"])
+    np.testing.assert_allclose(sums["loss"] / sums["count"], np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(sums["accuracy"] / sums["count"], accuracy, rtol=1e-6)
+
+
+def test_grad_clip_norm_clips_by_global_norm_before_adam():
+    params = {"w": np.ones((3, 2), np.float32), "b": np.zeros(2, np.float32)}
+    grads = {"w": np.full((3, 2), 30.0, np.float32), "b": np.array([40.0, -10.0], np.float32)}
+    adam = optax.adam(0.1)
+    adam_update = jax.jit(adam.update)
+    for clip in (0.0, 1.0, 1e3):
+        config = ml_collections.ConfigDict({"learning_rate": 0.1, "grad_clip_norm": clip})
+        tx = builders.optimizer(config)
+        update = jax.jit(tx.update)
+        state, adam_state = tx.init(params), adam.init(params)
+        for scale in (1.0, 0.01):  # the second gradient is below the threshold
+            scaled = {k: g * scale for k, g in grads.items()}
+            norm = np.sqrt(sum(np.sum(np.square(g)) for g in scaled.values()))
+            factor = min(1.0, clip / norm) if clip else 1.0
+            updates, state = update(scaled, state, params)
+            clipped = {k: g * factor for k, g in scaled.items()}
+            expected, adam_state = adam_update(clipped, adam_state, params)
+            for k in params:
+                np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5)
+
+
+def test_train_step_reports_the_unclipped_grad_norm_and_takes_the_clipped_step():
+    tx = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
+    state = init_state(MODEL, tx, jax.random.key(0))
+    new, metrics = make_train_step(MODEL, tx, softmax_xent, donate=False)(state, _batch())
+    assert float(metrics["grad_norm"]) > 1e-2
+    old, new = jax.tree.leaves(_copy(state.params)), jax.tree.leaves(_copy(new.params))
+    change = np.sqrt(sum(np.sum(np.square(n - o)) for n, o in zip(new, old, strict=True)))
+    np.testing.assert_allclose(change, 1e-3, rtol=1e-3)
