@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from rnnjax import _checks
 from rnnjax.cells import Cell
+from rnnjax.scan import unroll_linear
 
 
 def unroll(
@@ -20,6 +21,7 @@ def unroll(
     remat: bool | int = False,
     hoist: bool = True,
     time_major: bool = False,
+    parallel: bool = True,
 ):
     """Runs ``cell`` over a batch of sequences with ``jax.lax.scan``.
 
@@ -42,6 +44,9 @@ def unroll(
       hoist: compute the input projection of all steps as one matmul before the scan, for cells
         that provide ``project``.
       time_major: ``xs`` and the returned ``ys`` are ``[T, B, ...]``.
+      parallel: for cells linear in their carry (``cell.linear``: min_gru, min_lstm, lru), run
+        all steps at once with ``jax.lax.associative_scan`` (``rnnjax.scan``), with the same
+        results; ``unroll``, ``remat`` and ``hoist`` then do not apply. False steps them.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` ``[B, T, cell.output_size]`` (``[T, B, ...]`` if
@@ -70,6 +75,11 @@ def unroll(
             _checks.check_mask("resets", resets, (batch, time), "[B, T]")
             resets = jnp.swapaxes(resets, 0, 1)
 
+    if parallel and cell.linear is not None and time > 0:  # an empty scan has no last state
+        pre = cell.project(params, xs_tm)
+        kw = {"valid": valid, "resets": resets, "reverse": reverse}
+        final, ys = unroll_linear(cell.linear, params, pre, carry, initial, **kw)
+        return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
     if hoist and cell.project is not None:
         inputs, step_fn = cell.project(params, xs_tm), cell.recur
     else:

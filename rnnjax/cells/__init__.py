@@ -2,8 +2,23 @@
 
 from rnnjax.cells._base import Cell
 from rnnjax.cells._gru import gru
+from rnnjax.cells._linear import LinearRecurrence, linear_cell, lru, min_gru, min_lstm
 from rnnjax.cells._lstm import LSTMCarry, lstm
 from rnnjax.cells._simple import indrnn, simple
 from rnnjax.cells._wrappers import output_projection, stack
 
-__all__ = ["Cell", "LSTMCarry", "gru", "indrnn", "lstm", "output_projection", "simple", "stack"]
+__all__ = [
+    "Cell",
+    "LSTMCarry",
+    "LinearRecurrence",
+    "gru",
+    "indrnn",
+    "linear_cell",
+    "lru",
+    "lstm",
+    "min_gru",
+    "min_lstm",
+    "output_projection",
+    "simple",
+    "stack",
+]

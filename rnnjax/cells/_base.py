@@ -32,6 +32,9 @@ class Cell(NamedTuple):
         time steps share one large matmul.
       recur: ``(params, carry, pre) -> (carry, y)``, the rest of the step; present with ``project``.
         Always ``apply(p, c, x) == recur(p, c, project(p, x))``.
+      linear: optional ``rnnjax.cells.LinearRecurrence``, for cells whose step is linear in the
+        carry (``h_t = a_t ⊙ h_{t-1} + b_t``): ``unroll`` then runs all steps at once with
+        ``jax.lax.associative_scan``; ``recur`` is the same step, for generation.
     """
 
     init: Callable[[Array, int], Params]
@@ -41,6 +44,7 @@ class Cell(NamedTuple):
     input_size: Callable[[Params], int]
     project: Callable[[Params, Array], Array] | None = None
     recur: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
+    linear: Any = None
 
 
 def hoistable(
