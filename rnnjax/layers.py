@@ -230,7 +230,10 @@ def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cel
         return carry * mask
 
     recur = None if cell.recur is None else (lambda p, c, pre: cell.recur(p, masked(c), pre))
-    return cell._replace(apply=lambda p, c, x: cell.apply(p, masked(c), x), recur=recur)
+    # linear=None: the parallel form never sees the mask, so masked steps take the scan path
+    return cell._replace(
+        apply=lambda p, c, x: cell.apply(p, masked(c), x), recur=recur, linear=None
+    )
 
 
 def _hidden(carry):

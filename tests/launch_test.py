@@ -1,6 +1,5 @@
 """Tests for rnnjax/train/launch.py and the launcher ``python -m experiments.main``."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -8,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from rnnjax.train import launch, read_metrics
@@ -18,19 +16,6 @@ CONFIGS = ROOT / "experiments" / "configs"
 CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.py") if p.stem not in ("common", "__init__"))
 CONFIG = CONFIGS / "mnist_rnn.py"
 REQUIRED = ("seed", "num_epochs", "batch_size", "learning_rate", "data.name", "data.manual_dir")
-
-
-def _write_idx(folder: Path, n_train=60, n_test=25):
-    """The four MNIST IDX files, tiny: class c has a bright row 2c + 4 over faint noise."""
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        images = rng.integers(0, 40, (n, 28, 28), dtype=np.uint8)
-        images[np.arange(n), 2 * labels + 4] = 250
-        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
-            dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
-            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
-                f.write(bytes([0, 0, 8, array.ndim]) + dims + array.tobytes())
 
 
 def _launch(*args: str, jit_cache: Path | None = None) -> subprocess.CompletedProcess:
@@ -44,13 +29,13 @@ def _launch(*args: str, jit_cache: Path | None = None) -> subprocess.CompletedPr
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_the_launcher_trains_with_overrides_on_local_idx_files(tmp_path, tmp_path_factory):
-    (tmp_path / "idx").mkdir()
-    _write_idx(tmp_path / "idx")
+def test_the_launcher_trains_with_overrides_on_local_idx_files(
+    tmp_path, tmp_path_factory, tiny_idx
+):
     workdir = tmp_path / "run"
     done = _launch(
         f"--workdir={workdir}",
-        f"--config.data.manual_dir={tmp_path / 'idx'}",
+        f"--config.data.manual_dir={tiny_idx}",
         f"--config.data.data_dir={tmp_path / 'tfds'}",
         "--config.num_epochs=2",
         "--config.batch_size=10",

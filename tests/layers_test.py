@@ -235,3 +235,12 @@ def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
     for rates in ({"input_dropout": 1.0}, {"carry_dropout": -0.1}):
         with pytest.raises(ValueError, match="dropout"):
             rnnjax.rnn(cells.gru(H), **rates)
+
+
+def test_carry_dropout_reaches_cells_with_a_parallel_form():
+    layer = rnnjax.rnn(rnnjax.cells.min_gru(8), carry_dropout=0.5)
+    params, _ = layer.init(jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
+    _, plain = layer.apply(params, xs)
+    _, dropped = layer.apply(params, xs, key=jax.random.key(2))
+    assert not np.allclose(plain, dropped)

@@ -31,21 +31,18 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     if not (workdir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
     config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
-    train, test = tasks.load_classification(config.data)
-    model = builders.classifier(
-        config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
-    )
-    steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
-    tx = builders.optimizer(config, steps_per_epoch)
-    template = init_state(model, tx, jax.random.key(config.seed))
+    setup = builders.classification(config)
+    template = init_state(setup.model, setup.tx, jax.random.key(config.seed))
     with Checkpoints(workdir / "checkpoints") as ckpts:
         restored = ckpts.restore(template)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint to evaluate in {workdir / 'checkpoints'}")
     state = restored[0]
     batch_size = batch_size or config.batch_size
-    metrics = evaluate(make_eval_step(model, losses.softmax_xent), state.params, test, batch_size)
-    matrix = confusion_matrix(model, state.params, test, batch_size, tasks.num_classes(train))
+    eval_step = make_eval_step(setup.model, losses.softmax_xent)
+    metrics = evaluate(eval_step, state.params, setup.test, batch_size)
+    classes = tasks.num_classes(setup.train)
+    matrix = confusion_matrix(setup.model, state.params, setup.test, batch_size, classes)
     plot_confusion_matrix(matrix, workdir / CONFUSION_FILE)
     return (
         {"step": int(state.step)}

@@ -34,6 +34,7 @@ def unknown_overrides(argv: list[str]) -> str | None:
     runs first and gives the list of valid keys instead.
     """
     paths = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    paths += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
     overrides = [a[len("--config.") :].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     if not paths or not overrides:
         return None

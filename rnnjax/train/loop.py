@@ -13,7 +13,7 @@ from absl import logging
 from tqdm import tqdm
 
 from rnnjax import data
-from rnnjax.train import builders, losses, tasks
+from rnnjax.train import builders, losses
 from rnnjax.train.checkpoints import Checkpoints
 from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
 from rnnjax.train.state import init_state
@@ -41,22 +41,14 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
-    train, test = tasks.load_classification(config.data)
-    model = builders.classifier(
-        config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
-    )
-    steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
-    tx = builders.optimizer(config, steps_per_epoch)
-    state = init_state(model, tx, jax.random.key(config.seed))
-    with Checkpoints(
-        workdir / "checkpoints",
-        keep=config.keep_checkpoints,
-    ) as ckpts:
+    setup = builders.classification(config)
+    state = init_state(setup.model, setup.tx, jax.random.key(config.seed))
+    with Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints) as ckpts:
         restored = ckpts.restore(state)
         state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
-        run = _Run(config, model, tx, ckpts, steps_per_epoch, workdir, int(state.step))
+        run = _Run(config, setup, ckpts, workdir, int(state.step))
         with _preemption() as stop, contextlib.closing(run.writer):
-            finished = run.epochs(state, train, test, sums, stop)
+            finished = run.epochs(state, setup.train, setup.test, sums, stop)
     records = read_metrics(workdir / "metrics.jsonl")
     if finished and records:
         plot_learning_curves(records, workdir / CURVES_FILE)
@@ -66,10 +58,10 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
 class _Run:
     """The pieces one run's epochs share: jitted steps, checkpoints, the metrics writer."""
 
-    def __init__(self, config, model, tx, ckpts, steps_per_epoch, workdir, start_step):
-        self.config, self.ckpts, self.steps_per_epoch = config, ckpts, steps_per_epoch
-        self.train_step = make_train_step(model, tx, losses.softmax_xent)
-        self.eval_step = make_eval_step(model, losses.softmax_xent)
+    def __init__(self, config, setup, ckpts, workdir, start_step):
+        self.config, self.ckpts, self.steps_per_epoch = config, ckpts, setup.steps_per_epoch
+        self.train_step = make_train_step(setup.model, setup.tx, losses.softmax_xent)
+        self.eval_step = make_eval_step(setup.model, losses.softmax_xent)
         self.writer = MetricsWriter(workdir, resume_step=start_step)
 
     def epochs(self, state, train, test, sums, stop) -> bool:
@@ -91,7 +83,8 @@ class _Run:
                 state, metrics = self.train_step(state, jax.device_put(next(stream)))
                 sums = _accumulate(sums, metrics, step - 1)
                 bar.update()
-                if step % config.log_every_steps == 0:
+                if step % config.log_every_steps == 0:  # a host sync: also look for NaNs
+                    _check_finite(sums, self.ckpts)
                     _show(bar, sums, step - epoch * spe)
                 if stop() and step % spe:
                     self._save(state, sums, epoch)
@@ -164,7 +157,8 @@ def _means(sums, steps: int) -> dict:
 
 
 def _show(bar, sums, steps_done):
-    means = _means(jax.device_get(sums), max(steps_done, 1))
+    sums = jax.device_get(sums)
+    means = _means(sums, max(steps_done, 1))
     bar.set_postfix(loss=f"{means['loss']:.4f}", accuracy=f"{means['accuracy']:.4f}")
 
 

@@ -30,7 +30,7 @@ def init_state(model, tx: optax.GradientTransformation, key: jax.Array) -> Train
     Example:
       >>> state = rnnjax.train.init_state(model, optax.adam(1e-3), jax.random.key(0))
     """
-    params = model.init(jax.random.fold_in(key, 0))
+    params = jax.jit(model.init)(jax.random.fold_in(key, 0))  # one compile, not one per op
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

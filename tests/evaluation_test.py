@@ -1,0 +1,61 @@
+"""Tests for rnnjax/train/evaluation.py: a workdir's newest checkpoint evaluated again."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnjax.train import launch, read_metrics, train_and_evaluate
+from rnnjax.train.evaluation import CONFUSION_FILE, evaluate_workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_idx):
+    config = launch.load_config_file(str(ROOT / "experiments" / "configs" / "mnist_rnn.py"))
+    config.update_from_flattened_dict(
+        {
+            "num_epochs": 2,
+            "batch_size": 10,
+            "model.units": 8,
+            "progress": False,
+            "data.manual_dir": str(tiny_idx),
+            "data.data_dir": str(tmp_path_factory.mktemp("tfds")),
+        }
+    )
+    run = tmp_path_factory.mktemp("run")
+    train_and_evaluate(config, run)
+    return run
+
+
+def test_evaluation_reproduces_the_runs_last_test_metrics(workdir):
+    result = evaluate_workdir(workdir)
+    last = read_metrics(workdir / "metrics.jsonl")[-1]
+    assert result["step"] == last["step"]
+    assert result["test_accuracy"] == pytest.approx(last["test_accuracy"], abs=1e-6)
+    assert result["test_loss"] == pytest.approx(last["test_loss"], rel=1e-5)
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (10, 10)
+    assert matrix.sum() == 25  # every test example once
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(last["test_accuracy"], abs=1e-6)
+    assert (workdir / CONFUSION_FILE).stat().st_size > 0
+
+
+def test_the_command_prints_metrics(workdir):
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "test_accuracy" in done.stdout
+
+
+def test_a_directory_without_a_run_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        evaluate_workdir(tmp_path)
