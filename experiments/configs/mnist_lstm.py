@@ -4,7 +4,8 @@ Run (offline, from the MNIST IDX files):
   python -m experiments.main --config=experiments/configs/mnist_lstm.py --workdir=runs/mnist_lstm \
       --config.data.manual_dir=../shared/data/mnist
 
-Expected: see BUILD_NOTES.md (results table) for the measured test accuracy and epochs.
+Expected: test accuracy 0.9895 after 10 epochs (0.983 after 4; the book reports 0.987 after
+10); about 4 minutes an epoch on 2 CPU cores.
 """
 
 from experiments.configs.common import classifier_config
