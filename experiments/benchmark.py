@@ -1,0 +1,304 @@
+"""Training and inference speed of rnnjax against its peers, and memory against sequence length.
+
+  python -m experiments.benchmark [--models=rnn150_t28,lstm128_t28,gru128_t28,lstm128_t784]
+      [--frameworks=rnnjax,flax_linen,flax_nnx,keras,torch] [--mode=both] [--json_out=PATH]
+  python -m experiments.benchmark --memory [--memory_lengths=1024,4096,16384 --remat=128]
+
+Every framework trains the same model (recurrent layer, the last step's output, dense 10,
+softmax cross-entropy, Adam 1e-3) on the same random batch, in this process, one after another.
+``--warmup`` steps (compilation included) are run, then ``--steps`` steps are timed between two
+``block_until_ready``. rnnjax runs its default path: ``seq2vec(rnn(cell), dense(10))`` with
+``rnnjax.train.make_train_step`` (which also computes the gradient norm and a finiteness guard).
+Peers are optional and skipped with a note when not installed; Keras runs on the JAX backend
+(``train_on_batch`` / ``predict_on_batch``, which return to the host every step), PyTorch on the
+CPU with ``torch.set_num_threads(cores)``.
+
+FLOPs count the matmuls only: a forward pass is ``2·B·T·(D+H)·G·H + 2·B·H·10`` (G gate blocks:
+1 simple, 3 GRU, 4 LSTM; input size D, H units, dense head 10), a training step 3x that. The peak
+is the best GFLOP/s of a ``--peak_size`` square fp32 ``jnp.dot`` on JAX's default device.
+
+Output: a table, then JSON lines: one per result (``model, framework, mode, device, batch, T,
+examples_per_s, ms_per_step, gflops, peak_fraction``), one per (model, mode) with
+``rnnjax_over_fastest_peer`` (examples/s of rnnjax ÷ the fastest peer's; > 1 means rnnjax is
+faster), and one with ``peak_gflops``. ``--memory`` runs each (T, remat) training step of an LSTM
+128 (batch ``--memory_batch``, 1 input feature) in a fresh subprocess and reports its peak RSS
+(``ru_maxrss``, Linux; the baseline before the step is the runtime's own; on an accelerator
+the device's peak is added). Expected (issue "performance"): with remat, T = 16384 < 4 GiB.
+"""
+
+import importlib.util
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+import rnnjax
+from experiments.benchmark_peers import CLASSES, NEEDS, PEERS
+
+
+class Spec(NamedTuple):
+    cell: str  # simple, lstm or gru
+    units: int
+    length: int  # T
+    features: int  # D
+    batch: int
+
+
+MODELS = {
+    "rnn150_t28": Spec("simple", 150, 28, 28, 150),
+    "lstm128_t28": Spec("lstm", 128, 28, 28, 150),
+    "gru128_t28": Spec("gru", 128, 28, 28, 150),
+    "lstm128_t784": Spec("lstm", 128, 784, 1, 64),
+    "tiny": Spec("simple", 8, 5, 3, 4),  # for tests
+    "tiny_lstm": Spec("lstm", 8, 5, 3, 4),
+    "tiny_gru": Spec("gru", 8, 5, 3, 4),
+}
+GATES = {"simple": 1, "gru": 3, "lstm": 4}
+FRAMEWORKS = ("rnnjax", "flax_linen", "flax_nnx", "keras", "torch")
+MODES = {"train": (True,), "infer": (False,), "both": (True, False)}
+MEMORY_UNITS = 128
+MEMORY_GOAL_GIB, MEMORY_GOAL_T = 4, 16384
+
+_MODELS = flags.DEFINE_list("models", list(MODELS)[:4], f"Models, among {list(MODELS)}.")
+_FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"Among {FRAMEWORKS}.")
+_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per measurement.")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation included), >= 1.")
+_MODE = flags.DEFINE_enum("mode", "both", list(MODES), "Training, inference or both.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON lines to this file.")
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Size N of the N x N fp32 peak matmul.")
+_MEMORY = flags.DEFINE_bool("memory", False, "Measure peak RSS against T, remat off and on.")
+_MEMORY_LENGTHS = flags.DEFINE_list("memory_lengths", ["1024", "4096", "16384"], "Lengths T.")
+_MEMORY_BATCH = flags.DEFINE_integer("memory_batch", 16, "Batch size of the memory runs.")
+_REMAT = flags.DEFINE_integer("remat", 128, "Remat block k of the memory runs (k steps kept).")
+_MEMORY_CASE = flags.DEFINE_string("memory_case", None, "Internal: 'T,remat', one child run.")
+
+
+def forward_flops(spec: Spec) -> int:
+    """Matmul FLOPs of one forward pass over a batch (see the module docstring)."""
+    gates = 2 * spec.batch * spec.length * (spec.features + spec.units) * GATES[spec.cell]
+    return gates * spec.units + 2 * spec.batch * spec.units * CLASSES
+
+
+def sig(x: float) -> float:
+    """``x`` to 4 significant figures (so that tiny figures stay positive)."""
+    return float(f"{x:.4g}")
+
+
+def random_batch(spec: Spec):
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((spec.batch, spec.length, spec.features), np.float32)
+    return xs, rng.integers(0, CLASSES, spec.batch).astype(np.int32)
+
+
+def rnnjax_runner(cell: str, units: int, xs, labels, train: bool, **rnn_options):
+    """The library's default path, with batches as dicts already on the device."""
+    layer = rnnjax.rnn(getattr(rnnjax.cells, cell)(units), **rnn_options)
+    model = rnnjax.seq2vec(layer, rnnjax.dense(CLASSES), in_size=xs.shape[-1])
+    batch = {"inputs": jnp.asarray(xs), "labels": jnp.asarray(labels)}
+    if not train:
+        params, apply = jax.jit(model.init)(jax.random.key(0)), jax.jit(model.apply)
+        return lambda: apply(params, batch["inputs"])
+    tx = optax.adam(1e-3)
+    state = rnnjax.train.init_state(model, tx, jax.random.key(0))
+    step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent)
+
+    def run():
+        nonlocal state
+        state, _ = step(state, batch)
+        return state
+
+    return run
+
+
+def seconds_per_step(run, steps: int, warmup: int) -> float:
+    """Mean wall time of ``steps`` calls of ``run`` after ``warmup`` (compiling) calls."""
+    for _ in range(max(warmup, 1)):
+        out = run()
+    jax.block_until_ready(out)  # non-JAX leaves (torch, numpy) pass through: they are done
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = run()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_peak_gflops(size: int, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an N x N ``jnp.dot`` on JAX's default device."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, a))
+    best = min(seconds_per_step(lambda: dot(a, a), 1, 0) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def measure(name: str, framework: str, train: bool, steps: int, warmup: int, peak: float):
+    spec = MODELS[name]
+    runner = rnnjax_runner if framework == "rnnjax" else PEERS[framework]
+    run = runner(spec.cell, spec.units, *random_batch(spec), train)
+    seconds = seconds_per_step(run, steps, warmup)
+    gflops = forward_flops(spec) * (3 if train else 1) / seconds / 1e9
+    device = "cpu" if framework == "torch" else jax.devices()[0].device_kind
+    return {"model": name, "framework": framework, "mode": "train" if train else "infer"} | {
+        "device": device,
+        "batch": spec.batch,
+        "T": spec.length,
+        "examples_per_s": sig(spec.batch / seconds),
+        "ms_per_step": sig(1000 * seconds),
+        "gflops": sig(gflops),
+        "peak_fraction": sig(gflops / peak),
+    }
+
+
+def comparisons(rows):
+    """Per (model, mode): rnnjax's examples/s over the fastest peer's."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["mode"]) for r in rows):
+        group = [r for r in rows if (r["model"], r["mode"]) == key]
+        ours = [r for r in group if r["framework"] == "rnnjax"]
+        peers = [r for r in group if r["framework"] != "rnnjax"]
+        if ours and peers:
+            best = max(peers, key=lambda r: r["examples_per_s"])
+            ratio = ours[0]["examples_per_s"] / best["examples_per_s"]
+            out.append({"model": key[0], "mode": key[1], "fastest_peer": best["framework"]})
+            out[-1]["rnnjax_over_fastest_peer"] = round(ratio, 3)
+    return out
+
+
+def table(rows, ratios) -> str:
+    lines = [
+        f"{'model':<14}{'mode':<7}{'framework':<12}{'examples/s':>12}{'ms/step':>10}"
+        f"{'GFLOP/s':>10}{'of peak':>9}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<14}{r['mode']:<7}{r['framework']:<12}{r['examples_per_s']:>12.1f}"
+            f"{r['ms_per_step']:>10.3f}{r['gflops']:>10.2f}{r['peak_fraction']:>9.2%}"
+        )
+    for c in ratios:
+        lines.append(
+            f"{c['model']} {c['mode']}: rnnjax / fastest peer ({c['fastest_peer']}) = "
+            f"{c['rnnjax_over_fastest_peer']:.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def memory_case(length: int, remat: int, batch: int) -> dict:
+    """One LSTM training step at length T (compile included); this process's peak RSS."""
+    spec = Spec("lstm", MEMORY_UNITS, length, 1, batch)
+    row = {"T": length, "remat": remat, "batch": batch, "baseline_rss_gib": peak_rss_gib()}
+    options = {"remat": remat} if remat else {}
+    run = rnnjax_runner("lstm", MEMORY_UNITS, *random_batch(spec), True, **options)
+    jax.block_until_ready(run())
+    row["peak_rss_gib"] = peak_rss_gib()
+    stats = jax.devices()[0].memory_stats()  # None on the CPU
+    if stats and "peak_bytes_in_use" in stats:
+        row["device_peak_gib"] = sig(stats["peak_bytes_in_use"] / 2**30)
+    return row
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set size so far (``ru_maxrss`` is in KiB on Linux)."""
+    return sig(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+
+
+def memory_rows(lengths, remat: int, batch: int):
+    """Runs every (T, remat off/on) in a fresh ``python -m experiments.benchmark`` child."""
+    rows = []
+    for length in lengths:
+        for k in (0, remat):
+            command = [sys.executable, "-m", "experiments.benchmark"]
+            command += [f"--memory_case={length},{k}", f"--memory_batch={batch}"]
+            root = Path(__file__).resolve().parents[1]
+            done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+            if done.returncode == 0:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            else:  # e.g. killed for memory: a result too, and the other cases still run
+                error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                rows.append({"T": length, "remat": k, "batch": batch, "peak_rss_gib": None})
+                rows[-1]["error"] = f"exit {done.returncode}: {error}"
+    return rows
+
+
+def gib(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.3f}"
+
+
+def memory_table(rows, remat: int) -> str:
+    lines = [f"{'T':>7}{'no remat GiB':>14}{f'remat={remat} GiB':>16}"]
+    for length in dict.fromkeys(r["T"] for r in rows):
+        rss = {r["remat"]: gib(r["peak_rss_gib"]) for r in rows if r["T"] == length}
+        lines.append(f"{length:>7}{rss[0]:>14}{rss[remat]:>16}")
+    for r in rows:
+        if r["remat"] and r["T"] == MEMORY_GOAL_T:
+            verdict = "met" if (r["peak_rss_gib"] or math.inf) < MEMORY_GOAL_GIB else "NOT met"
+            lines.append(f"goal: remat, T={MEMORY_GOAL_T} under {MEMORY_GOAL_GIB} GiB: {verdict}")
+    return "\n".join(lines)
+
+
+def emit(lines, json_out: str | None) -> None:
+    for line in lines:
+        print(json.dumps(line))
+    if json_out:
+        Path(json_out).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def run_speed(models, frameworks, modes, steps: int, warmup: int, peak_size: int):
+    """Every (model, mode, framework) measured; returns the JSON lines."""
+    peak = matmul_peak_gflops(peak_size)
+    rows = []
+    for name in models:
+        for train in modes:
+            for framework in frameworks:
+                rows.append(measure(name, framework, train, steps, warmup, peak))
+    ratios = comparisons(rows)
+    print(table(rows, ratios))
+    device = jax.devices()[0].device_kind
+    return (
+        rows + ratios + [{"peak_gflops": round(peak, 2), "peak_size": peak_size, "device": device}]
+    )
+
+
+def available(frameworks):
+    """The frameworks whose package is installed, with a note for each one skipped."""
+    found = []
+    for name in frameworks:
+        if name in NEEDS and importlib.util.find_spec(NEEDS[name]) is None:
+            print(f"# skipping {name}: `{NEEDS[name]}` is not installed (pip install '.[bench]')")
+        else:
+            found.append(name)
+    return found
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _MEMORY_CASE.value:  # a child of --memory: one JSON line, nothing else
+        length, remat = (int(v) for v in _MEMORY_CASE.value.split(","))
+        print(json.dumps(memory_case(length, remat, _MEMORY_BATCH.value)))
+        return
+    if _MEMORY.value:
+        lengths = [int(t) for t in _MEMORY_LENGTHS.value]
+        rows = memory_rows(lengths, _REMAT.value, _MEMORY_BATCH.value)
+        print(memory_table(rows, _REMAT.value))
+        emit(rows, _JSON_OUT.value)
+        return
+    for flag, allowed in ((_MODELS, MODELS), (_FRAMEWORKS, FRAMEWORKS)):
+        if unknown := set(flag.value) - set(allowed):
+            raise app.UsageError(f"--{flag.name} must be among {list(allowed)}, got {unknown}")
+    frameworks = available(_FRAMEWORKS.value)
+    args = (_STEPS.value, _WARMUP.value, _PEAK_SIZE.value)
+    emit(run_speed(_MODELS.value, frameworks, MODES[_MODE.value], *args), _JSON_OUT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

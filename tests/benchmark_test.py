@@ -1,0 +1,84 @@
+"""Tests for experiments/benchmark.py (and its peers): tiny sizes, a couple of steps."""
+
+import importlib.util
+import json
+
+import pytest
+from absl import app, flags
+from absl.testing import flagsaver
+
+from experiments import benchmark
+
+KEYS = {"model", "framework", "mode", "device", "batch", "T"}
+FIGURES = ("examples_per_s", "ms_per_step", "gflops", "peak_fraction")
+
+
+def run_main(**values):
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    with flagsaver.flagsaver(**values):
+        benchmark.main(["benchmark"])
+
+
+def test_main_prints_and_writes_json_lines(tmp_path, capsys):
+    frameworks = ["rnnjax", "flax_linen"]
+    if importlib.util.find_spec("torch") is not None:
+        frameworks.append("torch")
+    path = tmp_path / "bench.jsonl"
+    run_main(
+        models=["tiny"], frameworks=frameworks, steps=2, warmup=1, mode="both",
+        json_out=str(path), peak_size=64,
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    results = [line for line in lines if "framework" in line]
+    assert {(r["framework"], r["mode"]) for r in results} == {
+        (f, m) for f in frameworks for m in ("train", "infer")
+    }
+    for r in results:
+        assert set(r) >= KEYS and all(r[k] > 0 for k in FIGURES), r
+    ratios = [line for line in lines if "rnnjax_over_fastest_peer" in line]
+    assert {r["mode"] for r in ratios} == {"train", "infer"}
+    assert all(r["rnnjax_over_fastest_peer"] > 0 for r in ratios)
+    assert lines[-1]["peak_gflops"] > 0
+    assert "rnnjax / fastest peer" in out
+
+
+def test_torch_gated_cells_train():
+    pytest.importorskip("torch")
+    for model in ("tiny_lstm", "tiny_gru"):
+        assert benchmark.measure(model, "torch", True, 1, 1, peak=1.0)["ms_per_step"] > 0
+
+
+def test_forward_flops_of_the_textbook_model():
+    gates = 2 * 150 * 28 * (28 + 150) * 150  # simple RNN: one gate block
+    assert benchmark.forward_flops(benchmark.MODELS["rnn150_t28"]) == gates + 2 * 150 * 150 * 10
+    lstm, gru = benchmark.MODELS["lstm128_t28"], benchmark.MODELS["gru128_t28"]
+    assert benchmark.forward_flops(lstm) - 2 * 150 * 128 * 10 == 4 * 2 * 150 * 28 * 156 * 128
+    assert benchmark.forward_flops(gru) - 2 * 150 * 128 * 10 == 3 * 2 * 150 * 28 * 156 * 128
+
+
+def test_memory_case_and_table():
+    row = benchmark.memory_case(8, 4, 2)
+    assert row["T"] == 8 and row["remat"] == 4
+    assert row["peak_rss_gib"] >= row["baseline_rss_gib"] > 0
+    fake = [
+        {"T": 16384, "remat": 0, "peak_rss_gib": 5.0},
+        {"T": 16384, "remat": 128, "peak_rss_gib": 1.5},
+        {"T": 65536, "remat": 0, "peak_rss_gib": None, "error": "exit -9: "},
+        {"T": 65536, "remat": 128, "peak_rss_gib": 2.5},
+    ]
+    text = benchmark.memory_table(fake, 128)
+    assert "5.000" in text and "1.500" in text and "failed" in text and ": met" in text
+
+
+def test_missing_peers_are_skipped_with_a_note(monkeypatch, capsys):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert benchmark.available(["rnnjax", "keras"]) == ["rnnjax"]
+    assert "skipping keras" in capsys.readouterr().out
+
+
+def test_unknown_framework_is_a_usage_error():
+    with pytest.raises(app.UsageError, match="frameworks"):
+        run_main(frameworks=["rnnjax", "tensorflow"])
