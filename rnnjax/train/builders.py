@@ -7,7 +7,15 @@ import optax
 from rnnjax import cells, data, layers, models
 from rnnjax.train import tasks
 
-CELLS = {"simple": cells.simple, "lstm": cells.lstm, "gru": cells.gru, "indrnn": cells.indrnn}
+CELLS = {
+    "simple": cells.simple,
+    "lstm": cells.lstm,
+    "gru": cells.gru,
+    "indrnn": cells.indrnn,
+    "min_gru": cells.min_gru,
+    "min_lstm": cells.min_lstm,
+    "lru": cells.lru,
+}
 
 
 def make_cell(name: str, units: int, **options) -> cells.Cell:
