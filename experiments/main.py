@@ -2,6 +2,10 @@
 
   python -m experiments.main --config=experiments/configs/mnist_rnn.py --workdir=runs/mnist \
       [--config.num_epochs=1 --config.data.manual_dir=../shared/data/mnist ...]
+
+On all devices: ``--config.mesh.data=-1``. One process per host, each with the same command:
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or the environment
+variables JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or ``--detect_cluster``).
 """
 
 import sys
@@ -9,16 +13,25 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rnnjax.train import launch, train_and_evaluate
+from rnnjax.train import distributed, launch, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_ADDRESS = flags.DEFINE_string("coordinator_address", None, "Process 0's HOST:PORT.")
+_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0..N-1.")
+_DETECT = flags.DEFINE_bool(
+    "detect_cluster", False, "Let JAX detect the processes (Cloud TPU, SLURM, Open MPI, GKE)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    distributed.initialize(  # before anything touches a device
+        _ADDRESS.value, _PROCESSES.value, _PROCESS_ID.value, detect_cluster=_DETECT.value
+    )
     launch.quiet_library_logs()
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

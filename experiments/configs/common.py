@@ -32,4 +32,8 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.model.pool = "last"  # last | mean | max
     config.model.cell_options = {}
     config.model.update(model)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = 1  # devices the batch is split over: 1 = one device, -1 = all of them
+    config.mesh.fsdp = False  # also split params and optimizer state over them (large models)
     return config

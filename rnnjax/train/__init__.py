@@ -1,6 +1,6 @@
 """Training: train state, jitted steps, losses, checkpoints, metrics and the resumable loop."""
 
-from rnnjax.train import builders, launch, tasks
+from rnnjax.train import builders, distributed, launch, tasks
 from rnnjax.train.checkpoints import Checkpoints
 from rnnjax.train.loop import NonFiniteError, evaluate, train_and_evaluate
 from rnnjax.train.losses import mse, softmax_xent
@@ -14,6 +14,7 @@ __all__ = [
     "NonFiniteError",
     "TrainState",
     "builders",
+    "distributed",
     "evaluate",
     "init_state",
     "launch",

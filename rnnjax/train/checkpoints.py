@@ -20,6 +20,12 @@ inside a data file restore silently as wrong values. So every record stores a sh
 leaf's path, dtype, shape and bytes in tree order, and the metadata; :meth:`Checkpoints.restore`
 recomputes it and falls back to the next older step when a step is unreadable or its sum
 differs. ``keep >= 2`` so a damaged newest step always has a complete predecessor.
+
+Devices and processes. A state sharded over a mesh saves as whole arrays, so it restores onto
+a template with any other shardings (a run saved on N devices resumes on M). With several
+processes every one calls the same methods in the same order: orbax writes each array's shards
+from the processes that hold them and the metadata record from process 0, the checksum
+gathers what no single process holds, and only process 0 moves a damaged step aside.
 """
 
 import hashlib
@@ -31,6 +37,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+
+from rnnjax.train import distributed
 
 
 class _Damaged(Exception):
@@ -170,14 +178,17 @@ class Checkpoints:
         while destination.exists():
             n += 1
             destination = self.directory / f"{step}.damaged{n}"
-        (self.directory / str(step)).rename(destination)
-        logging.warning("Moved damaged checkpoint step %d to %s", step, destination)
+        if jax.process_index() == 0:
+            (self.directory / str(step)).rename(destination)
+            logging.warning("Moved damaged checkpoint step %d to %s", step, destination)
+        distributed.sync(f"moved aside damaged step {step}")
         self._manager.reload()
 
 
 def _abstract(template):
-    """ShapeDtypeStructs with shardings (the default device's where the template has none)."""
-    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """ShapeDtypeStructs with shardings (this process's first device where the template has
+    none)."""
+    default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
     def leaf(x):
         sharding = getattr(x, "sharding", None) or default
@@ -197,8 +208,8 @@ def _layout(tree) -> list:
 def _digest(tree, metadata: dict) -> str:
     """sha256 over every leaf's path, dtype, shape and bytes in tree order, then the metadata."""
     h = hashlib.sha256()
-    for path, x in jax.tree_util.tree_leaves_with_path(jax.device_get(tree)):
-        x = np.ascontiguousarray(x)
+    for path, x in jax.tree_util.tree_leaves_with_path(tree):
+        x = np.ascontiguousarray(distributed.host_array(x))
         h.update(f"{jax.tree_util.keystr(path)}:{x.dtype}:{x.shape};".encode())
         h.update(x.tobytes())
     h.update(json.dumps(metadata, sort_keys=True).encode())

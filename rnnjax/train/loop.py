@@ -1,6 +1,7 @@
 """``train_and_evaluate``: the resumable training loop that experiments and research code call."""
 
 import contextlib
+import functools
 import json
 import signal
 import time
@@ -13,7 +14,7 @@ from absl import logging
 from tqdm import tqdm
 
 from rnnjax import data
-from rnnjax.train import builders, losses
+from rnnjax.train import builders, distributed, losses
 from rnnjax.train.checkpoints import Checkpoints
 from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
 from rnnjax.train.state import init_state
@@ -35,40 +36,62 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     checkpoint and returns early. Writes ``metrics.jsonl``, TensorBoard events, checkpoints, the
     config and a learning-curve PNG into ``workdir``.
 
+    ``config.mesh.data`` devices (-1: all) train data-parallel; ``config.mesh.fsdp`` also
+    splits params and optimizer state over them. With several processes (see
+    ``distributed.initialize``) every process calls this with the same arguments; process 0
+    writes the files. A run resumes on any number of devices.
+
     Returns:
       The evaluation records of the whole run (as in ``metrics.jsonl``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
-    setup = builders.classification(config)
-    state = init_state(setup.model, setup.tx, jax.random.key(config.seed))
+    if jax.process_index() == 0:
+        (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+    with distributed.primary_first("load the data"):  # a dataset is prepared once
+        setup = builders.classification(config)
+    state, layout = _initial_state(config, setup)
     with Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints) as ckpts:
         restored = ckpts.restore(state)
         state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
-        run = _Run(config, setup, ckpts, workdir, int(state.step))
-        with _preemption() as stop, contextlib.closing(run.writer):
+        run = _Run(config, setup, ckpts, workdir, int(state.step), layout)
+        with _preemption() as stop, contextlib.closing(run):
             finished = run.epochs(state, setup.train, setup.test, sums, stop)
+    distributed.sync("metrics written")
     records = read_metrics(workdir / "metrics.jsonl")
-    if finished and records:
+    if finished and records and jax.process_index() == 0:
         plot_learning_curves(records, workdir / CURVES_FILE)
     return records
 
 
-class _Run:
-    """The pieces one run's epochs share: jitted steps, checkpoints, the metrics writer."""
+def _initial_state(config, setup):
+    """The freshly initialised train state on ``config.mesh``, and its ``Layout``."""
+    mesh = distributed.make_mesh(config.mesh.data)
+    distributed.check_batch_size(config.batch_size, mesh.size)
+    init = functools.partial(init_state, setup.model, setup.tx, jax.random.key(config.seed))
+    return distributed.sharded_state(init, mesh, fsdp=config.mesh.fsdp)
 
-    def __init__(self, config, setup, ckpts, workdir, start_step):
+
+class _Run:
+    """The pieces one run's epochs share: jitted steps, checkpoints, the metrics writer (on
+    process 0 only)."""
+
+    def __init__(self, config, setup, ckpts, workdir, start_step, layout):
         self.config, self.ckpts, self.steps_per_epoch = config, ckpts, setup.steps_per_epoch
-        self.train_step = make_train_step(setup.model, setup.tx, losses.softmax_xent)
-        self.eval_step = make_eval_step(setup.model, losses.softmax_xent)
-        self.writer = MetricsWriter(workdir, resume_step=start_step)
+        self.layout, self.primary = layout, jax.process_index() == 0
+        self.train_step = make_train_step(setup.model, setup.tx, losses.softmax_xent, layout=layout)
+        self.eval_step = make_eval_step(setup.model, losses.softmax_xent, layout=layout)
+        self.writer = MetricsWriter(workdir, resume_step=start_step) if self.primary else None
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
 
     def epochs(self, state, train, test, sums, stop) -> bool:
         """Runs the remaining epochs; False when stopped early by a signal."""
         config, spe = self.config, self.steps_per_epoch
         first = int(state.step)
-        stream = data.batches(train, config.batch_size, seed=config.seed, start_step=first)
+        stream = self._stream(train, first)
         for epoch in range(first // spe, config.num_epochs):
             start, tick = int(state.step), time.perf_counter()
             sums = _zero_sums() if sums is None else jax.tree.map(jnp.asarray, sums)
@@ -76,17 +99,18 @@ class _Run:
                 total=spe,
                 initial=start - epoch * spe,
                 desc=f"epoch {epoch + 1}",
-                disable=None if config.progress else True,
+                disable=None if config.progress and self.primary else True,
                 leave=False,
             )
             for step in range(start + 1, (epoch + 1) * spe + 1):  # the step each update ends at
-                state, metrics = self.train_step(state, jax.device_put(next(stream)))
+                batch = distributed.global_batch(next(stream), self.layout.batch)
+                state, metrics = self.train_step(state, batch)
                 sums = _accumulate(sums, metrics, step - 1)
                 bar.update()
                 if step % config.log_every_steps == 0:  # a host sync: also look for NaNs
                     _check_finite(sums, self.ckpts)
                     _show(bar, sums, step - epoch * spe)
-                if stop() and step % spe:
+                if step % spe and self._stopping(stop, step):
                     self._save(state, sums, epoch)
                     logging.warning("Stopped by a signal at step %d; rerun to resume.", step)
                     return False
@@ -97,22 +121,44 @@ class _Run:
                 state, sums, epoch, test, time.perf_counter() - tick, spe * (epoch + 1) - start
             )
             sums = None
-            if stop():
+            if distributed.any_process(stop()):
                 logging.warning("Stopped by a signal after epoch %d; rerun to resume.", epoch + 1)
                 return False
         return True
 
+    def _stream(self, train, first: int):
+        """This process's rows of every batch from step ``first`` on."""
+        index, count = jax.process_index(), jax.process_count()
+        return data.batches(
+            train,
+            self.config.batch_size,
+            seed=self.config.seed,
+            start_step=first,
+            process_index=index,
+            process_count=count,
+        )
+
+    def _stopping(self, stop, step) -> bool:
+        """Whether to stop for a signal. Several processes must agree, so they compare their
+        flags at log steps only (a host sync there anyway)."""
+        if jax.process_count() == 1:
+            return stop()
+        return step % self.config.log_every_steps == 0 and distributed.any_process(stop())
+
     def _end_epoch(self, state, sums, epoch, test, seconds, steps_run):
         _check_finite(sums, self.ckpts)
         train_metrics = _means(sums, self.steps_per_epoch)
-        test_metrics = evaluate(self.eval_step, state.params, test, self.config.batch_size)
+        test_metrics = evaluate(
+            self.eval_step, state.params, test, self.config.batch_size, layout=self.layout
+        )
         record = {"step": int(state.step), "epoch": epoch + 1}
         record |= {f"train_{k}": v for k, v in train_metrics.items()}
         record |= {f"test_{k}": v for k, v in test_metrics.items()}
         record["examples_per_sec"] = steps_run * self.config.batch_size / max(seconds, 1e-9)
-        self.writer.write(record)
-        line = f"epoch {epoch + 1}  train_accuracy {record['train_accuracy']:.4f}  "
-        print(line + f"test_accuracy {record['test_accuracy']:.4f}", flush=True)
+        if self.primary:
+            self.writer.write(record)
+            line = f"epoch {epoch + 1}  train_accuracy {record['train_accuracy']:.4f}  "
+            print(line + f"test_accuracy {record['test_accuracy']:.4f}", flush=True)
         self._save(state, None, epoch + 1)
 
     def _save(self, state, sums, epoch):
@@ -127,11 +173,19 @@ class _Run:
         self.ckpts.save(state, {"epoch": epoch, "sums": sums}, force=True)
 
 
-def evaluate(eval_step, params, arrays, batch_size: int) -> dict:
-    """Exact metrics over every example of ``arrays`` (the last batch padded and masked)."""
+def evaluate(eval_step, params, arrays, batch_size: int, *, layout=None) -> dict:
+    """Exact metrics over every example of ``arrays`` (the last batch padded and masked).
+
+    With a ``distributed.Layout`` (``eval_step`` made with it), every batch is split along the
+    mesh's data axis, each process supplying its rows; ``batch_size`` must divide by the mesh.
+    """
     totals = None
     for batch in data.eval_batches(arrays, batch_size):
-        sums = eval_step(params, jax.device_put(batch))
+        if layout is None:
+            batch = jax.device_put(batch)
+        else:
+            batch = distributed.global_batch(distributed.process_rows(batch), layout.batch)
+        sums = eval_step(params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.device_get(totals)
     count = float(totals.pop("count"))

@@ -11,7 +11,9 @@ import optax
 from rnnjax.train.state import TrainState, step_key
 
 
-def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate: bool = True):
+def make_train_step(
+    model, tx: optax.GradientTransformation, loss_fn, *, donate: bool = True, layout=None
+):
     """Returns ``step(state, batch) -> (state, metrics)``, jitted, with the state donated.
 
     Dropout gets ``fold_in(root, step)``. A non-finite loss, gradient or updated state (an update
@@ -20,6 +22,9 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate:
     names the step.
 
     Metrics: ``loss``, ``grad_norm``, ``finite`` and the loss's per-example metrics averaged.
+
+    With a ``distributed.Layout`` the step takes and returns the state in ``layout.state``'s
+    shardings and the batch split along the mesh's data axis; metrics come back replicated.
     """
 
     def step(state: TrainState, batch):
@@ -41,7 +46,11 @@ def make_train_step(model, tx: optax.GradientTransformation, loss_fn, *, donate:
         metrics |= {"loss": loss_value, "grad_norm": grad_norm, "finite": finite}
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    donate_argnums = (0,) if donate else ()
+    if layout is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    ins, outs = (layout.state, layout.batch), (layout.state, layout.replicated)
+    return jax.jit(step, in_shardings=ins, out_shardings=outs, donate_argnums=donate_argnums)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -49,11 +58,12 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_eval_step(model, loss_fn):
+def make_eval_step(model, loss_fn, *, layout=None):
     """Returns ``eval_step(params, batch) -> {name: sum over real examples, "count": n}``.
 
     Sums (not means) so that batches of any size, including a padded last batch with
-    ``batch["mask"]``, add up to exact full-dataset metrics.
+    ``batch["mask"]``, add up to exact full-dataset metrics. With a ``distributed.Layout``,
+    params are in ``layout.state.params``'s shardings and the batch is split as in training.
     """
 
     def eval_step(params, batch):
@@ -66,4 +76,7 @@ def make_eval_step(model, loss_fn):
         sums = {name: jnp.sum(value * weights) for name, value in per_example.items()}
         return sums | {"count": jnp.sum(weights)}
 
-    return jax.jit(eval_step)
+    if layout is None:
+        return jax.jit(eval_step)
+    ins = (layout.state.params, layout.batch)
+    return jax.jit(eval_step, in_shardings=ins, out_shardings=layout.replicated)

@@ -1,0 +1,174 @@
+"""Data-parallel and multi-host training on JAX's own runtime: a mesh, shardings, start-up.
+
+One mesh axis, ``data``. Every batch is split along it by its leading axis; the train state is
+replicated on every device or, with ``fsdp``, each leaf is split along its largest axis that
+divides by the mesh size (XLA gathers it where a step needs it whole). The jitted steps take
+and return arrays with these shardings, so gradients are averaged by XLA's own collectives.
+
+Several processes (one per host, or several on one host) each run the same program: each
+loads only its contiguous rows of every global batch (``data.batches(process_index=...)``) and
+``jax.make_array_from_process_local_data`` joins them into one global array. With the mesh's
+devices ordered by process, the global batch is the one a single process would see, so the
+data order stays a pure function of ``(seed, step)`` for any number of devices and processes.
+"""
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "data"
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    detect_cluster: bool = False,
+) -> bool:
+    """Starts ``jax.distributed`` for a multi-process run; does nothing for a single process.
+
+    Must run before anything touches a device. Arguments left unset come from the environment
+    variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; with
+    ``detect_cluster`` JAX detects what is still unset on Cloud TPU, SLURM, Open MPI and GKE.
+
+    Returns:
+      True when ``jax.distributed.initialize`` was called.
+
+    Example:
+      >>> distributed.initialize("10.0.0.1:1234", num_processes=2, process_id=0)
+    """
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    count = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    index = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    if not detect_cluster and address is None and count is None and index is None:
+        return False
+    jax.distributed.initialize(address, count, index)
+    return True
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    if value and not value.isdigit():
+        raise ValueError(f"${name} must be a non-negative integer, got {value!r}")
+    return int(value) if value else None
+
+
+def make_mesh(data: int = -1) -> Mesh:
+    """A one-axis (``"data"``) mesh over ``data`` devices, -1 meaning all of them.
+
+    Devices are ordered by process, so process ``p``'s rows of a batch are the ``p``-th
+    contiguous block of the global batch. With several processes the mesh spans all devices.
+    """
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if data == -1:
+        data = len(devices)
+    if not 1 <= data <= len(devices):
+        raise ValueError(f"mesh.data must be -1 (all) or 1..{len(devices)} devices, got {data}")
+    if jax.process_count() > 1 and data != len(devices):
+        raise ValueError(
+            f"mesh.data must be -1 (all {len(devices)} devices) with {jax.process_count()} "
+            f"processes, so every process holds part of the mesh, got {data}"
+        )
+    return Mesh(np.array(devices[:data]), (AXIS,))
+
+
+def check_batch_size(batch_size: int, n: int) -> None:
+    """Raises a clear error unless ``batch_size`` splits evenly over ``n`` devices."""
+    if batch_size % n:
+        lower, upper = batch_size // n * n, (batch_size // n + 1) * n
+        nearest = f"{lower} or {upper}" if lower else str(upper)
+        raise ValueError(
+            f"batch_size must divide by the {n} devices of the mesh (each gets an equal part), "
+            f"got batch_size={batch_size}: use a multiple of {n} such as {nearest}, or change "
+            "mesh.data"
+        )
+
+
+def fsdp_spec(shape: tuple[int, ...], size: int) -> PartitionSpec:
+    """Splits the largest axis that divides by ``size`` (the first of equals); else replicates."""
+    axes = [i for i, n in enumerate(shape) if n % size == 0]
+    if size == 1 or not axes:
+        return PartitionSpec()
+    split = max(axes, key=lambda i: shape[i])
+    return PartitionSpec(*(AXIS if i == split else None for i in range(len(shape))))
+
+
+class Layout(NamedTuple):
+    """Where a run's arrays live: train state and batch shardings on one mesh."""
+
+    mesh: Mesh
+    state: Any  # a NamedSharding per leaf of the train state
+    batch: NamedSharding  # the leading (batch) axis split along "data"
+    replicated: NamedSharding  # a whole copy on every device (metrics)
+
+
+def make_layout(mesh: Mesh, abstract_state, *, fsdp: bool = False) -> Layout:
+    """The shardings of a train state shaped like ``abstract_state`` and of batches."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def leaf(x):
+        return NamedSharding(mesh, fsdp_spec(x.shape, mesh.size)) if fsdp else replicated
+
+    state = jax.tree.map(leaf, abstract_state)
+    return Layout(mesh, state, NamedSharding(mesh, PartitionSpec(AXIS)), replicated)
+
+
+def sharded_state(init: Callable[[], Any], mesh: Mesh, *, fsdp: bool = False):
+    """Runs ``init`` (which returns a train state) straight into its shardings on ``mesh``.
+
+    Each device computes only its own shards, so with ``fsdp`` a state too large for one
+    device can still be initialised.
+
+    Returns:
+      ``(state, layout)``.
+    """
+    layout = make_layout(mesh, jax.eval_shape(init), fsdp=fsdp)
+    return jax.jit(init, out_shardings=layout.state)(), layout
+
+
+def global_batch(rows: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Joins every process's ``rows`` (its block of the batch) into global arrays."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in rows.items()}
+
+
+def process_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's contiguous block of a whole batch (as ``data.batches`` splits it)."""
+    index, count = jax.process_index(), jax.process_count()
+    return {k: np.array_split(v, count)[index] for k, v in batch.items()}
+
+
+def any_process(flag: bool) -> bool:
+    """True when ``flag`` is True on any process (with several, every one must call this)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
+
+
+def sync(name: str) -> None:
+    """Waits until every process reaches the barrier ``name`` (nothing for a single one)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def primary_first(name: str):
+    """Runs the body on process 0 first, then on the others (e.g. to prepare a dataset once)."""
+    if jax.process_index():
+        sync(name)
+    yield
+    if not jax.process_index():
+        sync(name)
+
+
+def host_array(x) -> np.ndarray:
+    """``x`` whole as a numpy array, gathered from all processes when they each hold a part."""
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))

@@ -1,0 +1,256 @@
+"""Tests for rnnjax/train/distributed.py: the same run on 1, 2 and 4 devices and 2 processes.
+
+The reference is an in-process run on this process's one CPU device. The device count is fixed
+when JAX starts, so the runs on 4 CPU devices (``--xla_force_host_platform_device_count``) go
+into one subprocess, which runs this file as a script: a run on 4 devices, then two of its
+checkpoints resumed on 2 devices (FSDP) and on 1. Two ``jax.distributed`` processes on
+localhost, of 2 devices each, run the launcher with FSDP. Every run must give the reference's
+records and final params to 1e-5 (gradient sums add up in another order, not bit for bit).
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from rnnjax.train import (
+    Checkpoints,
+    builders,
+    distributed,
+    init_state,
+    launch,
+    read_metrics,
+    tasks,
+)
+from rnnjax.train.loop import train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "configs" / "mnist_rnn.py"
+STEPS = 15  # 3 epochs of 60 // 12 batches
+TIMEOUT = 240
+# name: (mesh.data, mesh.fsdp, None or (the run whose checkpoint it resumes, at that step))
+RUNS = {
+    "4": (-1, False, None),
+    "4_to_2_fsdp": (2, True, ("4", 6)),  # mid-epoch: the epoch's running sums resume too
+    "4_to_1": (1, False, ("4", 10)),
+}
+
+
+def _overrides(data_dirs: Path, **extra) -> dict:
+    return {
+        "num_epochs": 3,
+        "batch_size": 12,
+        "model.units": 8,
+        "checkpoint_every_steps": 6,  # and at every epoch's end: steps 5, 6, 10, 12, 15
+        "keep_checkpoints": 5,
+        "progress": False,
+        "data.manual_dir": str(data_dirs / "idx"),
+        "data.data_dir": str(data_dirs / "tfds"),
+        **extra,
+    }
+
+
+def _config(overrides: dict):
+    config = launch.load_config_file(str(CONFIG))
+    unknown = set(overrides) - set(launch.flatten_keys(config))
+    assert not unknown, f"not config keys: {unknown}"
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _env(devices: int) -> dict:
+    return os.environ | {
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+
+
+def _final_params(workdir: Path):
+    """The params of the newest checkpoint, restored onto this process's one device."""
+    config = _config({"model.units": 8})
+    model = builders.classifier(config.model, in_size=28, num_classes=10)
+    template = jax.eval_shape(
+        lambda: init_state(model, builders.optimizer(config), jax.random.key(0))
+    )
+    with Checkpoints(workdir / "checkpoints") as ckpts:
+        state, metadata = ckpts.restore(template)
+    assert metadata["step"] == int(state.step) == STEPS
+    return state.params
+
+
+def _assert_same_run(workdir: Path, reference):
+    """The reference's records (but for speed) and final params, to 1e-5."""
+    params, records = reference
+    actual = read_metrics(workdir / "metrics.jsonl")
+    assert [r["step"] for r in actual] == [r["step"] for r in records]
+    for a, e in zip(actual, records, strict=True):
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert a[key] == pytest.approx(e[key], abs=1e-5), (workdir.name, a["step"], key)
+    leaves = jax.tree.leaves_with_path(_final_params(workdir))
+    for (path, a), e in zip(leaves, jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(a, e, atol=1e-5, err_msg=jax.tree_util.keystr(path))
+    assert (workdir / "learning_curves.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory, tiny_idx):
+    """The IDX folder's link, the tfds data_dir (prepared here, before processes share it),
+    the runs."""
+    root = tmp_path_factory.mktemp("distributed")
+    (root / "idx").symlink_to(tiny_idx)
+    tasks.load_classification(_config(_overrides(root)).data)
+    return root
+
+
+@pytest.fixture(scope="module")
+def launched(dirs):
+    """Starts, in the background, ``RUNS`` in one subprocess with 4 CPU devices and the two
+    processes of a ``jax.distributed`` run; yields ``{name: (process, log)}``."""
+    address = f"127.0.0.1:{_free_port()}"
+    args = [sys.executable, "-m", "experiments.main", f"--config={CONFIG}"]
+    args += [f"--workdir={dirs / 'two_processes'}"]
+    mesh = {"mesh.data": -1, "mesh.fsdp": True}
+    overrides = _overrides(dirs, checkpoint_every_steps=100, log_every_steps=4, **mesh)
+    args += [f"--config.{key}={value}" for key, value in overrides.items()]
+    flags = [f"--coordinator_address={address}", "--num_processes=2", "--process_id=0"]
+    variables = {
+        "JAX_COORDINATOR_ADDRESS": address,
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": "1",
+    }
+    commands = {
+        "four_devices": ([sys.executable, __file__, str(dirs)], _env(4)),
+        "process0": (args + flags, _env(2)),  # set up from flags
+        "process1": (args, _env(2) | variables),  # set up from the environment
+    }
+    procs = {}
+    for name, (command, env) in commands.items():
+        log = dirs / f"{name}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        procs[name] = (proc, log)
+    yield procs
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _finished(launched, name: str) -> str:
+    """Waits for a launched process; returns its log after checking that it exited with 0."""
+    proc, log = launched[name]
+    code = proc.wait(TIMEOUT)
+    assert code == 0, f"{name} exited with {code}:\n{log.read_text()[-3000:]}"
+    return log.read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(dirs, launched):
+    """The run on one device, while the launched runs go on: ``(final params, records)``."""
+    records = train_and_evaluate(_config(_overrides(dirs)), dirs / "reference")
+    return _final_params(dirs / "reference"), records
+
+
+@pytest.fixture(scope="module")
+def four_devices(dirs, launched):
+    """The report of the runs on 4 CPU devices."""
+    _finished(launched, "four_devices")
+    return json.loads((dirs / "report.json").read_text())
+
+
+def _subprocess_runs(dirs: Path) -> None:
+    """The subprocess's side: trains ``RUNS`` on 4 devices, writes ``report.json``."""
+    assert jax.device_count() == 4, jax.devices()
+    report = {}
+    for name, (data, fsdp, resume) in RUNS.items():
+        if resume is not None:
+            source, step = resume
+            shutil.copytree(dirs / source, dirs / name)
+            (dirs / name / "learning_curves.png").unlink()  # made again when the run ends
+            for path in (dirs / name / "checkpoints").iterdir():
+                if int(path.name) > step:
+                    shutil.rmtree(path)
+        config = _config(_overrides(dirs, **{"mesh.data": data, "mesh.fsdp": fsdp}))
+        train_and_evaluate(config, dirs / name)
+    mesh = distributed.make_mesh(-1)
+    abstract = jax.eval_shape(lambda: {"w": np.zeros((28, 8)), "b": np.zeros(10)})
+    layout = distributed.make_layout(mesh, abstract, fsdp=True)
+    report["fsdp_specs"] = {k: str(s.spec) for k, s in layout.state.items()}
+    with pytest.raises(ValueError) as error:
+        train_and_evaluate(
+            _config(_overrides(dirs, batch_size=10, **{"mesh.data": -1})), dirs / "x"
+        )
+    report["batch_size_error"] = str(error.value)
+    (dirs / "report.json").write_text(json.dumps(report))
+
+
+def test_four_devices_train_like_one(dirs, reference, four_devices):
+    _assert_same_run(dirs / "4", reference)
+
+
+@pytest.mark.parametrize("name", ["4_to_2_fsdp", "4_to_1"])
+def test_saved_on_four_devices_resumes_on_fewer(dirs, reference, four_devices, name):
+    source, _ = RUNS[name][2]
+    # The epoch-1 record is the source run's, speed included: the run resumed, not restarted.
+    assert (
+        read_metrics(dirs / name / "metrics.jsonl")[0]
+        == read_metrics(dirs / source / "metrics.jsonl")[0]
+    )
+    _assert_same_run(dirs / name, reference)
+
+
+def test_fsdp_splits_the_largest_divisible_axis(four_devices):
+    assert four_devices["fsdp_specs"] == {"w": str(P("data", None)), "b": str(P())}
+    assert distributed.fsdp_spec((8, 28), 4) == P(None, "data")
+    assert distributed.fsdp_spec((8, 8), 4) == P("data", None)
+    assert distributed.fsdp_spec((), 4) == P()
+    assert distributed.fsdp_spec((28, 8), 1) == P()
+
+
+def test_batch_size_that_does_not_divide_the_devices_is_named(four_devices):
+    message = four_devices["batch_size_error"]
+    assert "batch_size=10" in message and "4 devices" in message and "8 or 12" in message
+    with pytest.raises(ValueError, match="multiple of 4 such as 4, or"):
+        distributed.check_batch_size(3, 4)
+    distributed.check_batch_size(12, 4)
+
+
+def test_two_processes_on_localhost_train_and_checkpoint_like_one(dirs, reference, launched):
+    logs = [_finished(launched, f"process{i}") for i in range(2)]
+    assert "epoch 3" in logs[0] and "epoch 3" not in logs[1]  # process 0 reports
+    _assert_same_run(dirs / "two_processes", reference)
+
+
+def test_initialize_does_nothing_for_one_process(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert not distributed.initialize()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match=r"JAX_NUM_PROCESSES must be .* got 'two'"):
+        distributed.initialize()
+
+
+def test_mesh_sizes_out_of_range_are_named():
+    assert distributed.make_mesh(-1).devices.shape == (jax.device_count(),)
+    assert distributed.make_mesh(1).axis_names == ("data",)
+    for data in (0, jax.device_count() + 1):
+        with pytest.raises(ValueError, match=rf"mesh.data must be -1 \(all\) .* got {data}"):
+            distributed.make_mesh(data)
+
+
+if __name__ == "__main__":
+    _subprocess_runs(Path(sys.argv[1]))
