@@ -25,7 +25,7 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.data.test_limit = 0
 
     config.model = ml_collections.ConfigDict()
-    config.model.cell = "simple"  # simple | lstm | gru | indrnn
+    config.model.cell = "simple"  # simple | lstm | gru | indrnn | min_gru | min_lstm | lru
     config.model.units = 150
     config.model.num_layers = 1
     config.model.dropout = 0.0  # between stacked layers, in training only
