@@ -19,7 +19,7 @@ def unroll(
     resets: jax.Array | None = None,
     unroll: int | bool = 1,
     remat: bool | int = False,
-    hoist: bool = True,
+    hoist: bool = False,
     time_major: bool = False,
     parallel: bool = True,
 ):
@@ -42,7 +42,8 @@ def unroll(
         every step, an int ``k`` keeps only every k-th carry and recomputes the rest in the
         backward pass (memory ~ T/k + k instead of T).
       hoist: compute the input projection of all steps as one matmul before the scan, for cells
-        that provide ``project``.
+        that provide ``project``. Off by default: on XLA:CPU it made LSTM/GRU training about 2x
+        slower (BUILD_NOTES.md); measure it on your accelerator.
       time_major: ``xs`` and the returned ``ys`` are ``[T, B, ...]``.
       parallel: for cells linear in their carry (``cell.linear``: min_gru, min_lstm, lru), run
         all steps at once with ``jax.lax.associative_scan`` (``rnnjax.scan``), with the same

@@ -165,7 +165,8 @@ def test_unroll_of_an_unpadded_sequence_matches_its_padded_run():
 # ---------------------------------------------------------------- options that must not matter
 
 VARIANTS = {
-    "hoist_false": dict(hoist=False),
+    "hoist_true": dict(hoist=True),
+    "hoist_true_remat4": dict(hoist=True, remat=4),
     "unroll3": dict(unroll=3),
     "unroll_true": dict(unroll=True),
     "remat_true": dict(remat=True),
