@@ -165,7 +165,7 @@ def test_generation_steps_match_the_parallel_unroll(name):
     """``cell.apply`` one input at a time (as in generation) gives the parallel unroll's values."""
     cell = get_cell(name)
     params, xs, _ = setup(cell, seed=7)
-    final, ys = fast_jit(lambda p, x: rnnjax.unroll(cell, p, x))(params, xs)
+    final, ys = fast_jit(lambda p, x: rnnjax.unroll(cell, p, x, parallel=True))(params, xs)
     carry, step = cell.initial_carry(params, (B,)), fast_jit(cell.apply)
     for t in range(T):
         carry, y = step(params, carry, xs[:, t])
