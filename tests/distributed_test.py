@@ -58,14 +58,6 @@ def _overrides(data_dirs: Path, **extra) -> dict:
     }
 
 
-def _config(overrides: dict):
-    config = launch.load_config_file(str(CONFIG))
-    unknown = set(overrides) - set(launch.flatten_keys(config))
-    assert not unknown, f"not config keys: {unknown}"
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 def _env(devices: int) -> dict:
     return os.environ | {
         "JAX_PLATFORMS": "cpu",
@@ -75,7 +67,7 @@ def _env(devices: int) -> dict:
 
 def _final_params(workdir: Path):
     """The params of the newest checkpoint, restored onto this process's one device."""
-    config = _config({"model.units": 8})
+    config = launch.load_config(str(CONFIG), {"model.units": 8})
     model = builders.classifier(config.model, in_size=28, num_classes=10)
     template = jax.eval_shape(
         lambda: init_state(model, builders.optimizer(config), jax.random.key(0))
@@ -106,7 +98,7 @@ def dirs(tmp_path_factory, tiny_idx):
     the runs."""
     root = tmp_path_factory.mktemp("distributed")
     (root / "idx").symlink_to(tiny_idx)
-    tasks.load_classification(_config(_overrides(root)).data)
+    tasks.load_classification(launch.load_config(str(CONFIG), _overrides(root)).data)
     return root
 
 
@@ -161,7 +153,9 @@ def _finished(launched, name: str) -> str:
 @pytest.fixture(scope="module")
 def reference(dirs, launched):
     """The run on one device, while the launched runs go on: ``(final params, records)``."""
-    records = train_and_evaluate(_config(_overrides(dirs)), dirs / "reference")
+    records = train_and_evaluate(
+        launch.load_config(str(CONFIG), _overrides(dirs)), dirs / "reference"
+    )
     return _final_params(dirs / "reference"), records
 
 
@@ -184,7 +178,9 @@ def _subprocess_runs(dirs: Path) -> None:
             for path in (dirs / name / "checkpoints").iterdir():
                 if int(path.name) > step:
                     shutil.rmtree(path)
-        config = _config(_overrides(dirs, **{"mesh.data": data, "mesh.fsdp": fsdp}))
+        config = launch.load_config(
+            str(CONFIG), _overrides(dirs, **{"mesh.data": data, "mesh.fsdp": fsdp})
+        )
         train_and_evaluate(config, dirs / name)
     mesh = distributed.make_mesh(-1)
     abstract = jax.eval_shape(lambda: {"w": np.zeros((28, 8)), "b": np.zeros(10)})
@@ -192,7 +188,8 @@ def _subprocess_runs(dirs: Path) -> None:
     report["fsdp_specs"] = {k: str(s.spec) for k, s in layout.state.items()}
     with pytest.raises(ValueError) as error:
         train_and_evaluate(
-            _config(_overrides(dirs, batch_size=10, **{"mesh.data": -1})), dirs / "x"
+            launch.load_config(str(CONFIG), _overrides(dirs, batch_size=10, **{"mesh.data": -1})),
+            dirs / "x",
         )
     report["batch_size_error"] = str(error.value)
     (dirs / "report.json").write_text(json.dumps(report))

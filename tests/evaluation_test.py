@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_idx):
-    config = launch.load_config_file(str(ROOT / "experiments" / "configs" / "mnist_rnn.py"))
-    config.update_from_flattened_dict(
+    config = launch.load_config(
+        str(ROOT / "experiments" / "configs" / "mnist_rnn.py"),
         {
             "num_epochs": 2,
             "batch_size": 10,
@@ -24,7 +24,7 @@ def workdir(tmp_path_factory, tiny_idx):
             "progress": False,
             "data.manual_dir": str(tiny_idx),
             "data.data_dir": str(tmp_path_factory.mktemp("tfds")),
-        }
+        },
     )
     run = tmp_path_factory.mktemp("run")
     train_and_evaluate(config, run)

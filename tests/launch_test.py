@@ -90,3 +90,11 @@ def test_every_config_has_the_required_keys(path):
 def test_load_config_file_names_a_missing_file():
     with pytest.raises(FileNotFoundError, match="--config must name a config file"):
         launch.load_config_file("experiments/configs/nope.py")
+
+
+def test_load_config_applies_overrides_and_rejects_unknown_keys():
+    path = str(ROOT / "experiments" / "configs" / "mnist_rnn.py")
+    config = launch.load_config(path, {"num_epochs": 1, "model.units": 8})
+    assert (config.num_epochs, config.model.units) == (1, 8)
+    with pytest.raises(KeyError, match=r"\['model.unit'\].*Valid keys: .*model.units"):
+        launch.load_config(path, {"model.unit": 8})

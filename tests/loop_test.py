@@ -57,25 +57,17 @@ def _overrides(dirs: Path, **extra) -> dict:
     }
 
 
-def _config(overrides: dict):
-    config = launch.load_config_file(str(CONFIG))
-    unknown = set(overrides) - set(launch.flatten_keys(config))
-    assert not unknown, f"not config keys: {unknown}"  # update_from_flattened_dict adds them
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 @pytest.fixture(scope="module")
 def reference(dirs):
     """The uninterrupted run: ``(final train state, metrics records)``."""
-    config = _config(_overrides(dirs))
+    config = launch.load_config(str(CONFIG), _overrides(dirs))
     records = train_and_evaluate(config, dirs / "reference")
     return _final_state(dirs / "reference"), records
 
 
 def _final_state(workdir: Path):
     """The newest checkpoint's train state, after checking that it is the run's last step."""
-    config = _config({"model.units": 8})
+    config = launch.load_config(str(CONFIG), {"model.units": 8})
     model = builders.classifier(config.model, in_size=28, num_classes=10)
     template = jax.eval_shape(
         lambda: init_state(model, builders.optimizer(config), jax.random.key(0))
@@ -251,13 +243,13 @@ def test_sigkill_mid_save_and_between_saves_then_sigint_resume_bitwise(
         caplog.at_level(logging.WARNING),
         _SignalWhen(workdir, _saved_beyond(resumed), signal.SIGINT),
     ):
-        records = train_and_evaluate(_config(overrides), workdir)
+        records = train_and_evaluate(launch.load_config(str(CONFIG), overrides), workdir)
     stopped = _stopped_step(caplog.text)
     assert resumed < stopped < STEPS
     assert _newest(_names(workdir)) == stopped
     assert [r["step"] for r in records] == [6, 12, 18][: stopped // 6]
     assert not (workdir / "learning_curves.png").exists()
-    train_and_evaluate(_config(overrides), workdir)
+    train_and_evaluate(launch.load_config(str(CONFIG), overrides), workdir)
     _assert_same_run(workdir, reference)
 
 
@@ -273,7 +265,7 @@ def test_sigterm_saves_the_current_step_exits_cleanly_and_resumes_bitwise(
     assert _newest(names) == stopped
     assert not any("tmp" in n for n in names), names  # the save finished before the exit
     assert not (workdir / "learning_curves.png").exists()
-    train_and_evaluate(_config(_overrides(dirs)), workdir)
+    train_and_evaluate(launch.load_config(str(CONFIG), _overrides(dirs)), workdir)
     _assert_same_run(workdir, reference)
 
 
@@ -283,7 +275,7 @@ def test_damaged_newest_checkpoints_fall_back_and_still_end_bitwise(dirs, refere
     _damage(workdir / "checkpoints" / "18", lambda data: data[: len(data) // 2])
     _damage(workdir / "checkpoints" / "16", _flip_a_byte)
     with caplog.at_level(logging.WARNING):
-        train_and_evaluate(_config(_overrides(dirs)), workdir)
+        train_and_evaluate(launch.load_config(str(CONFIG), _overrides(dirs)), workdir)
     assert "Checkpoint step 18" in caplog.text and "Checkpoint step 16" in caplog.text
     assert "damaged" in caplog.text
     assert {"18.damaged", "16.damaged"} <= _names(workdir)
@@ -292,7 +284,9 @@ def test_damaged_newest_checkpoints_fall_back_and_still_end_bitwise(dirs, refere
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_a_finite_checkpoint(dirs):
     workdir = dirs / "nan"
-    config = _config(_overrides(dirs, learning_rate=1e38, checkpoint_every_steps=1))
+    config = launch.load_config(
+        str(CONFIG), _overrides(dirs, learning_rate=1e38, checkpoint_every_steps=1)
+    )
     with pytest.raises(NonFiniteError, match=r"at step \d+") as error:
         train_and_evaluate(config, workdir)
     bad = int(re.search(r"at step (\d+)", str(error.value)).group(1))

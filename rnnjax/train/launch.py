@@ -27,6 +27,26 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
+def load_config(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """A config file's config with dotted-key ``overrides`` applied, for research code.
+
+    Unlike ``ConfigDict.update_from_flattened_dict``, which adds unknown keys silently, a key
+    the config does not have raises ``KeyError`` naming the valid keys.
+
+    Example:
+      >>> config = load_config("experiments/configs/mnist_rnn.py", {"num_epochs": 1})
+    """
+    config = load_config_file(path)
+    valid = flatten_keys(config)
+    unknown = sorted(set(overrides or {}) - set(valid))
+    if unknown:
+        raise KeyError(
+            f"Unknown config key(s) {unknown} for {path}. Valid keys: {', '.join(valid)}"
+        )
+    config.update_from_flattened_dict(dict(overrides or {}))
+    return config
+
+
 def unknown_overrides(argv: list[str]) -> str | None:
     """A message naming mistyped ``--config.key`` flags and the valid keys, else None.
 
