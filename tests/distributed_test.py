@@ -20,12 +20,10 @@ import jax
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from trainruns import restore_final_state
 
 from rnnjax.train import (
-    Checkpoints,
-    builders,
     distributed,
-    init_state,
     launch,
     read_metrics,
     tasks,
@@ -65,19 +63,6 @@ def _env(devices: int) -> dict:
     }
 
 
-def _final_params(workdir: Path):
-    """The params of the newest checkpoint, restored onto this process's one device."""
-    config = launch.load_config(str(CONFIG), {"model.units": 8})
-    model = builders.classifier(config.model, in_size=28, num_classes=10)
-    template = jax.eval_shape(
-        lambda: init_state(model, builders.optimizer(config), jax.random.key(0))
-    )
-    with Checkpoints(workdir / "checkpoints") as ckpts:
-        state, metadata = ckpts.restore(template)
-    assert metadata["step"] == int(state.step) == STEPS
-    return state.params
-
-
 def _assert_same_run(workdir: Path, reference):
     """The reference's records (but for speed) and final params, to 1e-5."""
     params, records = reference
@@ -86,7 +71,7 @@ def _assert_same_run(workdir: Path, reference):
     for a, e in zip(actual, records, strict=True):
         for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             assert a[key] == pytest.approx(e[key], abs=1e-5), (workdir.name, a["step"], key)
-    leaves = jax.tree.leaves_with_path(_final_params(workdir))
+    leaves = jax.tree.leaves_with_path(restore_final_state(workdir, STEPS).params)
     for (path, a), e in zip(leaves, jax.tree.leaves(params), strict=True):
         np.testing.assert_allclose(a, e, atol=1e-5, err_msg=jax.tree_util.keystr(path))
     assert (workdir / "learning_curves.png").is_file()
@@ -156,7 +141,7 @@ def reference(dirs, launched):
     records = train_and_evaluate(
         launch.load_config(str(CONFIG), _overrides(dirs)), dirs / "reference"
     )
-    return _final_params(dirs / "reference"), records
+    return restore_final_state(dirs / "reference", STEPS).params, records
 
 
 @pytest.fixture(scope="module")

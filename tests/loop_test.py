@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from trainruns import restore_final_state
 
 from rnnjax.train import Checkpoints, NonFiniteError, builders, init_state, launch, read_metrics
 from rnnjax.train.loop import train_and_evaluate
@@ -62,26 +63,13 @@ def reference(dirs):
     """The uninterrupted run: ``(final train state, metrics records)``."""
     config = launch.load_config(str(CONFIG), _overrides(dirs))
     records = train_and_evaluate(config, dirs / "reference")
-    return _final_state(dirs / "reference"), records
-
-
-def _final_state(workdir: Path):
-    """The newest checkpoint's train state, after checking that it is the run's last step."""
-    config = launch.load_config(str(CONFIG), {"model.units": 8})
-    model = builders.classifier(config.model, in_size=28, num_classes=10)
-    template = jax.eval_shape(
-        lambda: init_state(model, builders.optimizer(config), jax.random.key(0))
-    )
-    with Checkpoints(workdir / "checkpoints") as ckpts:
-        state, metadata = ckpts.restore(template)
-    assert metadata["step"] == int(state.step) == STEPS
-    return state
+    return restore_final_state(dirs / "reference", STEPS), records
 
 
 def _assert_same_run(workdir: Path, reference):
     """Bitwise the reference's final train state, and its records but for the speed."""
     state, records = reference
-    actual = _final_state(workdir)
+    actual = restore_final_state(workdir, STEPS)
     assert jax.tree.structure(actual) == jax.tree.structure(state)
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(state), strict=True):
         a, e = np.asarray(a), np.asarray(e)
