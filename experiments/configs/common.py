@@ -1,11 +1,13 @@
-"""The settings every classification config shares; each config file overrides a few."""
+"""The settings every config shares; each config file overrides a few."""
 
 import ml_collections
 
 
-def classifier_config(**model) -> ml_collections.ConfigDict:
-    """Defaults of the textbook experiment; ``model`` overrides entries of ``config.model``."""
+def base_config(task: str) -> ml_collections.ConfigDict:
+    """Training settings of every task: Adam with a cosine-decayed rate, checkpoints, logging,
+    devices. The task's config adds ``data`` and ``model``."""
     config = ml_collections.ConfigDict()
+    config.task = task  # one of rnnjax.train.tasks.TASKS
     config.seed = 0
     config.num_epochs = 20
     config.batch_size = 150
@@ -17,12 +19,24 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.log_every_steps = 50
     config.progress = True  # tqdm bar (shown only on a terminal)
 
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = 1  # devices the batch is split over: 1 = one device, -1 = all of them
+    config.mesh.fsdp = False  # also split params and optimizer state over them (large models)
+    return config
+
+
+def classifier_config(**model) -> ml_collections.ConfigDict:
+    """Defaults of the textbook experiment; ``model`` overrides entries of ``config.model``."""
+    config = base_config("classification")
     config.data = ml_collections.ConfigDict()
     config.data.name = "mnist"  # mnist | fashion_mnist | any prepared tfds image dataset
     config.data.manual_dir = ""  # local IDX files, for offline use
     config.data.data_dir = ""  # tfds data_dir; "" = tfds' default
     config.data.train_limit = 0  # > 0 keeps only the first N training examples
     config.data.test_limit = 0
+    config.data.sequence = "rows"  # rows: 28 steps of 28 pixels | pixels: 784 steps of 1
+    config.data.permute = False  # with pixels: one fixed random pixel order (permuted MNIST)
+    config.data.permutation_seed = 0
 
     config.model = ml_collections.ConfigDict()
     config.model.cell = "simple"  # simple | lstm | gru | indrnn | min_gru | min_lstm | lru
@@ -32,8 +46,4 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.model.pool = "last"  # last | mean | max
     config.model.cell_options = {}
     config.model.update(model)
-
-    config.mesh = ml_collections.ConfigDict()
-    config.mesh.data = 1  # devices the batch is split over: 1 = one device, -1 = all of them
-    config.mesh.fsdp = False  # also split params and optimizer state over them (large models)
     return config

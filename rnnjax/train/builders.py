@@ -1,11 +1,8 @@
 """Models and optimizers from ``ml_collections`` configs, so experiments hold no logic."""
 
-from typing import NamedTuple
-
 import optax
 
-from rnnjax import cells, data, layers, models
-from rnnjax.train import tasks
+from rnnjax import cells, layers, models
 
 CELLS = {
     "simple": cells.simple,
@@ -59,23 +56,3 @@ def optimizer(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     if config.get("grad_clip_norm", 0):
         return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), adam)
     return adam
-
-
-class Classification(NamedTuple):
-    """What a classification run is built from: data, model, optimizer, epoch length."""
-
-    train: dict
-    test: dict
-    model: models.Model
-    tx: optax.GradientTransformation
-    steps_per_epoch: int
-
-
-def classification(config) -> Classification:
-    """Loads ``config.data`` and builds the classifier and optimizer that ``config`` names."""
-    train, test = tasks.load_classification(config.data)
-    model = classifier(
-        config.model, in_size=train["inputs"].shape[-1], num_classes=tasks.num_classes(train)
-    )
-    steps_per_epoch = data.steps_per_epoch(len(train["labels"]), config.batch_size)
-    return Classification(train, test, model, optimizer(config, steps_per_epoch), steps_per_epoch)

@@ -14,7 +14,7 @@ from absl import logging
 from tqdm import tqdm
 
 from rnnjax import data
-from rnnjax.train import builders, distributed, losses
+from rnnjax.train import builders, distributed, tasks
 from rnnjax.train.checkpoints import Checkpoints
 from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
 from rnnjax.train.state import init_state
@@ -29,12 +29,14 @@ class NonFiniteError(FloatingPointError):
 
 
 def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
-    """Trains ``config``'s classifier, evaluating on the full test set after every epoch.
+    """Trains ``config.task`` (see ``rnnjax.train.tasks``), evaluating on its full test set
+    after every epoch.
 
     Rerunning with the same ``workdir`` resumes from the newest good checkpoint and ends with
     bitwise the same params and metrics as an uninterrupted run. SIGTERM or Ctrl-C saves a
     checkpoint and returns early. Writes ``metrics.jsonl``, TensorBoard events, checkpoints, the
-    config and a learning-curve PNG into ``workdir``.
+    config, a learning-curve PNG and, once finished, the task's report (figures) into
+    ``workdir``.
 
     ``config.mesh.data`` devices (-1: all) train data-parallel; ``config.mesh.fsdp`` also
     splits params and optimizer state over them. With several processes (see
@@ -49,26 +51,30 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     if jax.process_index() == 0:
         (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
     with distributed.primary_first("load the data"):  # a dataset is prepared once
-        setup = builders.classification(config)
-    state, layout = _initial_state(config, setup)
+        task = tasks.build(config)
+    spe = data.steps_per_epoch(len(next(iter(task.train.values()))), config.batch_size)
+    tx = builders.optimizer(config, spe)
+    state, layout = _initial_state(config, task, tx)
     with Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints) as ckpts:
         restored = ckpts.restore(state)
         state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
-        run = _Run(config, setup, ckpts, workdir, int(state.step), layout)
+        run = _Run(config, task, tx, spe, ckpts, workdir, int(state.step), layout)
         with _preemption() as stop, contextlib.closing(run):
-            finished = run.epochs(state, setup.train, setup.test, sums, stop)
+            state, finished = run.epochs(state, sums, stop)
     distributed.sync("metrics written")
     records = read_metrics(workdir / "metrics.jsonl")
     if finished and records and jax.process_index() == 0:
         plot_learning_curves(records, workdir / CURVES_FILE)
+        if task.report is not None:
+            task.report(jax.device_get(state.params), workdir)
     return records
 
 
-def _initial_state(config, setup):
+def _initial_state(config, task, tx):
     """The freshly initialised train state on ``config.mesh``, and its ``Layout``."""
     mesh = distributed.make_mesh(config.mesh.data)
     distributed.check_batch_size(config.batch_size, mesh.size)
-    init = functools.partial(init_state, setup.model, setup.tx, jax.random.key(config.seed))
+    init = functools.partial(init_state, task.model, tx, jax.random.key(config.seed))
     return distributed.sharded_state(init, mesh, fsdp=config.mesh.fsdp)
 
 
@@ -76,25 +82,31 @@ class _Run:
     """The pieces one run's epochs share: jitted steps, checkpoints, the metrics writer (on
     process 0 only)."""
 
-    def __init__(self, config, setup, ckpts, workdir, start_step, layout):
-        self.config, self.ckpts, self.steps_per_epoch = config, ckpts, setup.steps_per_epoch
+    def __init__(self, config, task, tx, steps_per_epoch, ckpts, workdir, start_step, layout):
+        self.config, self.task, self.ckpts = config, task, ckpts
+        self.steps_per_epoch = steps_per_epoch
         self.layout, self.primary = layout, jax.process_index() == 0
-        self.train_step = make_train_step(setup.model, setup.tx, losses.softmax_xent, layout=layout)
-        self.eval_step = make_eval_step(setup.model, losses.softmax_xent, layout=layout)
+        self.train_step = make_train_step(
+            task.model, tx, task.loss, forward=task.forward, layout=layout
+        )
+        self.eval_step = make_eval_step(
+            task.model, task.loss, forward=task.forward, metrics=task.evaluate, layout=layout
+        )
         self.writer = MetricsWriter(workdir, resume_step=start_step) if self.primary else None
 
     def close(self):
         if self.writer is not None:
             self.writer.close()
 
-    def epochs(self, state, train, test, sums, stop) -> bool:
-        """Runs the remaining epochs; False when stopped early by a signal."""
+    def epochs(self, state, sums, stop) -> tuple:
+        """Runs the remaining epochs: ``(state, finished)``, not finished when stopped early by
+        a signal."""
         config, spe = self.config, self.steps_per_epoch
         first = int(state.step)
-        stream = self._stream(train, first)
+        stream = self._stream(self.task.train, first)
         for epoch in range(first // spe, config.num_epochs):
             start, tick = int(state.step), time.perf_counter()
-            sums = _zero_sums() if sums is None else jax.tree.map(jnp.asarray, sums)
+            sums = None if sums is None else jax.tree.map(jnp.asarray, sums)
             bar = tqdm(
                 total=spe,
                 initial=start - epoch * spe,
@@ -113,18 +125,18 @@ class _Run:
                 if step % spe and self._stopping(stop, step):
                     self._save(state, sums, epoch)
                     logging.warning("Stopped by a signal at step %d; rerun to resume.", step)
-                    return False
+                    return state, False
                 if step % config.checkpoint_every_steps == 0 and step % spe:
                     self._save(state, sums, epoch)
             bar.close()
             self._end_epoch(
-                state, sums, epoch, test, time.perf_counter() - tick, spe * (epoch + 1) - start
+                state, sums, epoch, time.perf_counter() - tick, spe * (epoch + 1) - start
             )
             sums = None
             if distributed.any_process(stop()):
                 logging.warning("Stopped by a signal after epoch %d; rerun to resume.", epoch + 1)
-                return False
-        return True
+                return state, False
+        return state, True
 
     def _stream(self, train, first: int):
         """This process's rows of every batch from step ``first`` on."""
@@ -145,11 +157,11 @@ class _Run:
             return stop()
         return step % self.config.log_every_steps == 0 and distributed.any_process(stop())
 
-    def _end_epoch(self, state, sums, epoch, test, seconds, steps_run):
+    def _end_epoch(self, state, sums, epoch, seconds, steps_run):
         _check_finite(sums, self.ckpts)
         train_metrics = _means(sums, self.steps_per_epoch)
         test_metrics = evaluate(
-            self.eval_step, state.params, test, self.config.batch_size, layout=self.layout
+            self.eval_step, state.params, self.task.test, self.config.batch_size, layout=self.layout
         )
         record = {"step": int(state.step), "epoch": epoch + 1}
         record |= {f"train_{k}": v for k, v in train_metrics.items()}
@@ -157,8 +169,9 @@ class _Run:
         record["examples_per_sec"] = steps_run * self.config.batch_size / max(seconds, 1e-9)
         if self.primary:
             self.writer.write(record)
-            line = f"epoch {epoch + 1}  train_accuracy {record['train_accuracy']:.4f}  "
-            print(line + f"test_accuracy {record['test_accuracy']:.4f}", flush=True)
+            headline = self.task.headline
+            line = f"epoch {epoch + 1}  train_loss {record['train_loss']:.4f}  "
+            print(line + f"test_{headline} {record[f'test_{headline}']:.4f}", flush=True)
         self._save(state, None, epoch + 1)
 
     def _save(self, state, sums, epoch):
@@ -192,28 +205,27 @@ def evaluate(eval_step, params, arrays, batch_size: int, *, layout=None) -> dict
     return {name: float(value) / count for name, value in totals.items()}
 
 
-def _zero_sums():
-    zero = jnp.zeros((), jnp.float32)
-    return {"loss": zero, "accuracy": zero, "first_nonfinite": jnp.full((), -1, jnp.int32)}
+_NOT_SUMMED = ("finite", "grad_norm")
 
 
 def _accumulate(sums, metrics, step):
+    """Adds a step's metrics (all but the finiteness flag and gradient norm) to the epoch's
+    sums, and records the first step whose update was not finite."""
+    if sums is None:  # an epoch's first step
+        sums = {k: jnp.zeros_like(v) for k, v in metrics.items() if k not in _NOT_SUMMED}
+        sums["first_nonfinite"] = jnp.full((), -1, jnp.int32)
     bad = (~metrics["finite"]) & (sums["first_nonfinite"] < 0)
-    return {
-        "loss": sums["loss"] + metrics["loss"],
-        "accuracy": sums["accuracy"] + metrics["accuracy"],
-        "first_nonfinite": jnp.where(bad, step, sums["first_nonfinite"]),
-    }
+    added = {k: sums[k] + v for k, v in metrics.items() if k not in _NOT_SUMMED}
+    return added | {"first_nonfinite": jnp.where(bad, step, sums["first_nonfinite"])}
 
 
 def _means(sums, steps: int) -> dict:
-    return {k: float(sums[k]) / steps for k in ("loss", "accuracy")}
+    return {k: float(v) / steps for k, v in sums.items() if k != "first_nonfinite"}
 
 
 def _show(bar, sums, steps_done):
-    sums = jax.device_get(sums)
-    means = _means(sums, max(steps_done, 1))
-    bar.set_postfix(loss=f"{means['loss']:.4f}", accuracy=f"{means['accuracy']:.4f}")
+    means = _means(jax.device_get(sums), max(steps_done, 1))
+    bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
 
 
 def _check_finite(sums, ckpts):

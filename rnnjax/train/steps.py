@@ -11,10 +11,29 @@ import optax
 from rnnjax.train.state import TrainState, step_key
 
 
+def model_forward(model):
+    """``forward(params, batch, key=None)`` of a ``Model``: ``model.apply`` on
+    ``batch["inputs"]``, with the batch's ``"lengths"`` when it has them."""
+
+    def forward(params, batch, key=None):
+        return model.apply(params, batch["inputs"], lengths=batch.get("lengths"), key=key)
+
+    return forward
+
+
 def make_train_step(
-    model, tx: optax.GradientTransformation, loss_fn, *, donate: bool = True, layout=None
+    model,
+    tx: optax.GradientTransformation,
+    loss_fn,
+    *,
+    forward=None,
+    donate: bool = True,
+    layout=None,
 ):
     """Returns ``step(state, batch) -> (state, metrics)``, jitted, with the state donated.
+
+    The loss is ``loss_fn(forward(params, batch, key), batch)``; ``forward`` defaults to
+    ``model_forward(model)`` (other tasks, e.g. an encoder–decoder fed two sequences, pass theirs).
 
     Dropout gets ``fold_in(root, step)``. A non-finite loss, gradient or updated state (an update
     can overflow even when the gradient is finite) leaves the state as it was, so the last good
@@ -27,12 +46,11 @@ def make_train_step(
     shardings and the batch split along the mesh's data axis; metrics come back replicated.
     """
 
+    forward = forward or model_forward(model)
+
     def step(state: TrainState, batch):
         def loss(params):
-            outputs = model.apply(
-                params, batch["inputs"], lengths=batch.get("lengths"), key=step_key(state)
-            )
-            return loss_fn(outputs, batch)
+            return loss_fn(forward(params, batch, step_key(state)), batch)
 
         (loss_value, per_example), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
@@ -58,20 +76,27 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_eval_step(model, loss_fn, *, layout=None):
+def make_eval_step(model, loss_fn, *, forward=None, metrics=None, layout=None):
     """Returns ``eval_step(params, batch) -> {name: sum over real examples, "count": n}``.
+
+    The per-example values summed are ``metrics(params, batch)`` when given (e.g. exact match of
+    a decoded sequence), else those of ``loss_fn(forward(params, batch), batch)``.
 
     Sums (not means) so that batches of any size, including a padded last batch with
     ``batch["mask"]``, add up to exact full-dataset metrics. With a ``distributed.Layout``,
     params are in ``layout.state.params``'s shardings and the batch is split as in training.
     """
 
+    forward = forward or model_forward(model)
+
     def eval_step(params, batch):
-        outputs = model.apply(params, batch["inputs"], lengths=batch.get("lengths"))
-        _, per_example = loss_fn(outputs, batch)
+        if metrics is None:
+            _, per_example = loss_fn(forward(params, batch), batch)
+        else:
+            per_example = metrics(params, batch)
         mask = batch.get("mask")
         if mask is None:
-            mask = jnp.ones(batch["inputs"].shape[0], bool)
+            mask = jnp.ones(jax.tree.leaves(batch)[0].shape[0], bool)
         weights = mask.astype(jnp.float32)
         sums = {name: jnp.sum(value * weights) for name, value in per_example.items()}
         return sums | {"count": jnp.sum(weights)}

@@ -1,0 +1,84 @@
+"""Image classification as sequences: MNIST rows (the textbook), or pixel by pixel (sequential
+MNIST), optionally in one fixed random order (permuted sequential MNIST)."""
+
+import numpy as np
+
+from rnnjax import data
+from rnnjax.train import builders, losses
+from rnnjax.train.steps import model_forward
+from rnnjax.train.tasks._task import Task
+
+SEQUENCES = ("rows", "pixels")
+
+
+def build(config) -> Task:
+    """Loads ``config.data`` and builds ``config.model``'s classifier (``builders.classifier``)."""
+    train, test = load_classification(config.data)
+    classes = num_classes(train)
+    model = builders.classifier(
+        config.model, in_size=train["inputs"].shape[-1], num_classes=classes
+    )
+    return Task(
+        train,
+        test,
+        model,
+        model_forward(model),
+        losses.softmax_xent,
+        num_classes=classes,
+        headline="accuracy",
+    )
+
+
+def load_classification(data_config) -> tuple[dict, dict]:
+    """Train and test splits as ``{"inputs": float32 [N, T, D], "labels": int32 [N]}``.
+
+    Images ``[N, H, W(, 1)]`` become H time steps of W pixels scaled to [0, 1] with
+    ``sequence="rows"`` (the textbook's MNIST-as-sequences), or H·W steps of one pixel with
+    ``sequence="pixels"`` (sequential MNIST); ``permute=True`` shuffles the pixel order with the
+    fixed permutation of ``permutation_seed`` (permuted sequential MNIST), the same for every
+    example and split. ``train_limit``/``test_limit`` > 0 keep the first N examples.
+    """
+    sequence = data_config.get("sequence", "rows")
+    if sequence not in SEQUENCES:
+        raise ValueError(f"data.sequence must be one of {SEQUENCES}, got {sequence!r}")
+    permute = data_config.get("permute", False)
+    if permute and sequence != "pixels":
+        raise ValueError("data.permute=True needs data.sequence='pixels', got 'rows'")
+    splits = []
+    for split, limit in (("train", data_config.train_limit), ("test", data_config.test_limit)):
+        arrays = data.load(
+            data_config.name,
+            split,
+            data_dir=data_config.data_dir or None,
+            manual_dir=data_config.manual_dir or None,
+        )
+        images, labels = arrays["image"], arrays["label"]
+        if limit:
+            images, labels = images[:limit], labels[:limit]
+        inputs = image_rows(images)
+        if sequence == "pixels":
+            inputs = inputs.reshape(len(inputs), -1, 1)
+        if permute:
+            order = pixel_permutation(inputs.shape[1], data_config.get("permutation_seed", 0))
+            inputs = inputs[:, order]
+        splits.append({"inputs": inputs, "labels": labels.astype(np.int32)})
+    return splits[0], splits[1]
+
+
+def pixel_permutation(num_pixels: int, seed: int) -> np.ndarray:
+    """The fixed pixel order of permuted sequential MNIST for ``seed``."""
+    return np.random.default_rng(seed).permutation(num_pixels)
+
+
+def image_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 ``[N, H, W]`` or ``[N, H, W, 1]`` -> float32 ``[N, H, W]`` in [0, 1]."""
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise ValueError(f"images must be [N, H, W] or [N, H, W, 1], got {images.shape}")
+    return images.astype(np.float32) / 255.0
+
+
+def num_classes(split: dict) -> int:
+    """The number of classes, from the largest label."""
+    return int(split["labels"].max()) + 1
