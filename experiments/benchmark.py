@@ -64,7 +64,8 @@ MODELS = {
     "tiny_gru": Spec("gru", 8, 5, 3, 4),
 }
 GATES = {"simple": 1, "gru": 3, "lstm": 4}
-FRAMEWORKS = ("rnnjax", "flax_linen", "flax_nnx", "keras", "torch")
+FRAMEWORKS = ("rnnjax", "rnnjax_bf16", "flax_linen", "flax_nnx", "keras", "torch")
+OURS = {"rnnjax": None, "rnnjax_bf16": "bfloat16"}  # our variants: their matmuls' compute_dtype
 MODES = {"train": (True,), "infer": (False,), "both": (True, False)}
 MEMORY_UNITS = 128
 MEMORY_GOAL_GIB, MEMORY_GOAL_T = 4, 16384
@@ -100,10 +101,16 @@ def random_batch(spec: Spec):
     return xs, rng.integers(0, CLASSES, spec.batch).astype(np.int32)
 
 
-def rnnjax_runner(cell: str, units: int, xs, labels, train: bool, **rnn_options):
-    """The library's default path, with batches as dicts already on the device."""
-    layer = rnnjax.rnn(getattr(rnnjax.cells, cell)(units), **rnn_options)
-    model = rnnjax.seq2vec(layer, rnnjax.dense(CLASSES), in_size=xs.shape[-1])
+def rnnjax_runner(
+    cell: str, units: int, xs, labels, train: bool, compute_dtype=None, **rnn_options
+):
+    """The library's default path, with batches as dicts already on the device;
+    ``compute_dtype="bfloat16"`` is its mixed-precision option."""
+    layer = rnnjax.rnn(
+        getattr(rnnjax.cells, cell)(units, compute_dtype=compute_dtype), **rnn_options
+    )
+    head = rnnjax.dense(CLASSES, compute_dtype=compute_dtype)
+    model = rnnjax.seq2vec(layer, head, in_size=xs.shape[-1])
     batch = {"inputs": jnp.asarray(xs), "labels": jnp.asarray(labels)}
     if not train:
         params, apply = jax.jit(model.init)(jax.random.key(0)), jax.jit(model.apply)
@@ -143,8 +150,10 @@ def matmul_peak_gflops(size: int, repeats: int = 5) -> float:
 
 def measure(name: str, framework: str, train: bool, steps: int, warmup: int, peak: float):
     spec = MODELS[name]
-    runner = rnnjax_runner if framework == "rnnjax" else PEERS[framework]
-    run = runner(spec.cell, spec.units, *random_batch(spec), train)
+    if framework in OURS:
+        run = rnnjax_runner(*spec[:2], *random_batch(spec), train, compute_dtype=OURS[framework])
+    else:
+        run = PEERS[framework](spec.cell, spec.units, *random_batch(spec), train)
     seconds = seconds_per_step(run, steps, warmup)
     gflops = forward_flops(spec) * (3 if train else 1) / seconds / 1e9
     device = "cpu" if framework == "torch" else jax.devices()[0].device_kind
@@ -160,17 +169,21 @@ def measure(name: str, framework: str, train: bool, steps: int, warmup: int, pea
 
 
 def comparisons(rows):
-    """Per (model, mode): rnnjax's examples/s over the fastest peer's."""
+    """Per (model, mode) and each of our variants: its examples/s over the fastest peer's."""
     out = []
     for key in dict.fromkeys((r["model"], r["mode"]) for r in rows):
         group = [r for r in rows if (r["model"], r["mode"]) == key]
-        ours = [r for r in group if r["framework"] == "rnnjax"]
-        peers = [r for r in group if r["framework"] != "rnnjax"]
-        if ours and peers:
+        peers = [r for r in group if r["framework"] not in OURS]
+        for ours in (r for r in group if r["framework"] in OURS):
+            if not peers:
+                break
             best = max(peers, key=lambda r: r["examples_per_s"])
-            ratio = ours[0]["examples_per_s"] / best["examples_per_s"]
-            out.append({"model": key[0], "mode": key[1], "fastest_peer": best["framework"]})
-            out[-1]["rnnjax_over_fastest_peer"] = round(ratio, 3)
+            ratio = ours["examples_per_s"] / best["examples_per_s"]
+            out.append({"model": key[0], "mode": key[1], "ours": ours["framework"]})
+            out[-1] |= {
+                "fastest_peer": best["framework"],
+                "rnnjax_over_fastest_peer": round(ratio, 3),
+            }
     return out
 
 
@@ -186,7 +199,7 @@ def table(rows, ratios) -> str:
         )
     for c in ratios:
         lines.append(
-            f"{c['model']} {c['mode']}: rnnjax / fastest peer ({c['fastest_peer']}) = "
+            f"{c['model']} {c['mode']}: {c['ours']} / fastest peer ({c['fastest_peer']}) = "
             f"{c['rnnjax_over_fastest_peer']:.2f}x"
         )
     return "\n".join(lines)

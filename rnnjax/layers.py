@@ -13,7 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.cells import Cell, LSTMCarry
-from rnnjax.cells._base import glorot_uniform, resolve_activation, zeros
+from rnnjax.cells._base import (
+    check_compute_dtype,
+    glorot_uniform,
+    matmul,
+    resolve_activation,
+    zeros,
+)
 from rnnjax.unroll import unroll
 
 
@@ -158,9 +164,16 @@ def residual(layer: Layer) -> Layer:
     return Layer(init, apply)
 
 
-def dense(size: int, *, activation=None, kernel_init=glorot_uniform, bias_init=zeros) -> Layer:
-    """A dense layer on the last axis (any leading shape); params ``{"w": [D, size], "b"}``."""
+def dense(
+    size: int, *, activation=None, kernel_init=glorot_uniform, bias_init=zeros, compute_dtype=None
+) -> Layer:
+    """A dense layer on the last axis (any leading shape); params ``{"w": [D, size], "b"}``.
+
+    ``compute_dtype`` (e.g. ``"bfloat16"``) runs the matmul at that precision with float32
+    accumulation, as the cells' option of the same name.
+    """
     phi = None if activation is None else resolve_activation(activation)
+    compute_dtype = check_compute_dtype(compute_dtype)
 
     def init(key, in_size):
         kw, kb = jax.random.split(key)
@@ -168,7 +181,7 @@ def dense(size: int, *, activation=None, kernel_init=glorot_uniform, bias_init=z
         return {"w": w, "b": bias_init(kb, (size,), jnp.float32)}, size
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
-        ys = xs @ params["w"] + params["b"]
+        ys = matmul(xs, params["w"], compute_dtype) + params["b"]
         return None, ys if phi is None else phi(ys)
 
     return Layer(init, apply)

@@ -494,3 +494,73 @@ def test_output_projection_activation_by_name():
         to_numpy(params), to_numpy(carry), np.asarray(x, np.float64)
     )
     np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- mixed precision (compute_dtype)
+
+# Cells whose every matmul operand is a step input (x, the carry's h or a weight matrix), so
+# rounding those inputs to bfloat16 beforehand reproduces the bfloat16 matmuls exactly.
+MIXED = {
+    "simple": lambda **kw: (cells.simple(H, **kw), ref_simple(np.tanh)),
+    "lstm": lambda **kw: (cells.lstm(H, peepholes=True, **kw), ref_lstm(H, peepholes=True)),
+    "gru": lambda **kw: (cells.gru(H, **kw), ref_gru(H, True)),
+    "indrnn": lambda **kw: (cells.indrnn(H, **kw), ref_indrnn(relu)),
+}
+
+
+def to_bfloat16_values(tree, matrices_only=False):
+    """Leaves rounded to bfloat16 and stored as float32 (only the 2-D ones with
+    ``matrices_only``)."""
+
+    def rounded(a):
+        if matrices_only and a.ndim < 2:
+            return a
+        return jnp.asarray(a, jnp.bfloat16).astype(jnp.float32)
+
+    return jax.tree.map(rounded, tree)
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_bfloat16_compute_equals_float32_on_rounded_operands(name):
+    cell, ref = MIXED[name](compute_dtype="bfloat16")
+    params, carry, x = setup(cell)
+    params = to_bfloat16_values(params, matrices_only=True)
+    carry, x = to_bfloat16_values(carry), to_bfloat16_values(x)
+    new_carry, y = jax.jit(cell.apply)(params, carry, x)
+    want_carry, want_y = ref(to_numpy(params), to_numpy(carry), np.asarray(x, np.float64))
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves((new_carry, y)))
+    assert_trees_close(new_carry, want_carry)
+    assert_trees_close(y, want_y)
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_bfloat16_compute_rounds_unrounded_operands(name):
+    """Without pre-rounding, bfloat16 matmuls differ from float32 (so the option is in effect)
+    but only by bfloat16's relative precision (float32 accumulation)."""
+    mixed, _ = MIXED[name](compute_dtype="bfloat16")
+    plain, _ = MIXED[name]()
+    params, carry, x = setup(plain)
+    _, y16 = jax.jit(mixed.apply)(params, carry, x)
+    _, y32 = jax.jit(plain.apply)(params, carry, x)
+    error = np.max(np.abs(np.asarray(y16) - np.asarray(y32)))
+    assert 1e-5 < error < 5e-2
+
+
+def test_bfloat16_gradients_are_float32_and_close():
+    mixed, plain = cells.lstm(H, compute_dtype="bfloat16"), cells.lstm(H)
+    params, carry, x = setup(plain)
+
+    def loss(cell, params):
+        return jnp.sum(cell.apply(params, carry, x)[1] ** 2)
+
+    g16 = jax.jit(jax.grad(functools.partial(loss, mixed)))(params)
+    g32 = jax.jit(jax.grad(functools.partial(loss, plain)))(params)
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(g16))
+    assert_trees_close(g16, g32, atol=5e-2, rtol=5e-2)
+
+
+def test_bad_compute_dtype_raises():
+    with pytest.raises(ValueError, match="compute_dtype"):
+        cells.lstm(H, compute_dtype="int8")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        cells.gru(H, compute_dtype="not_a_dtype")

@@ -244,3 +244,16 @@ def test_carry_dropout_reaches_cells_with_a_parallel_form():
     _, plain = layer.apply(params, xs)
     _, dropped = layer.apply(params, xs, key=jax.random.key(2))
     assert not np.allclose(plain, dropped)
+
+
+def test_dense_bfloat16_compute_is_a_float32_accumulated_product_of_rounded_operands():
+    layer = rnnjax.dense(6, compute_dtype="bfloat16")
+    params, _ = layer.init(jax.random.key(0), 40)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 40))
+    _, ys = layer.apply(params, xs)
+    rounded = [np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64) for a in (xs, params["w"])]
+    want = rounded[0] @ rounded[1] + np.asarray(params["b"])
+    assert ys.dtype == jnp.float32
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
+    _, plain = rnnjax.dense(6).apply(params, xs)
+    assert np.max(np.abs(ys - plain)) > 1e-4  # the option is in effect

@@ -47,6 +47,30 @@ class Cell(NamedTuple):
     linear: Any = None
 
 
+def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
+    """``x @ w``, or with ``compute_dtype`` (e.g. ``"bfloat16"``) mixed precision: both operands
+    are cast to it and the product is accumulated and returned in float32, so params, carries and
+    everything elementwise stay float32 and only the matmuls run at the lower precision."""
+    if compute_dtype is None:
+        return x @ w
+    return jnp.matmul(
+        x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=jnp.float32
+    )
+
+
+def check_compute_dtype(compute_dtype):
+    """``compute_dtype`` as a ``jnp.dtype`` of floats (None stays None: plain float32)."""
+    if compute_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError as e:
+        raise ValueError(f"compute_dtype must be a float dtype name, got {compute_dtype!r}") from e
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute_dtype must be a float dtype such as bfloat16, got {dtype}")
+    return dtype
+
+
 def hoistable(
     init, initial_carry, project, recur, output_size, input_size=lambda p: p["wx"].shape[0]
 ) -> Cell:

@@ -6,9 +6,11 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
+    check_compute_dtype,
     fused_init,
     glorot_uniform,
     hoistable,
+    matmul,
     orthogonal,
     zeros,
 )
@@ -22,6 +24,7 @@ def gru(
     recurrent_init=orthogonal,
     bias_init=zeros,
     learn_initial_carry: bool = False,
+    compute_dtype=None,
 ) -> Cell:
     """GRU (Cho et al. 2014), gates fused in the order r, z, n.
 
@@ -35,11 +38,13 @@ def gru(
         h_t = (1 - z) ⊙ n + z ⊙ h
 
     Params: ``wx [D, 3H]``, ``wh [H, 3H]``, ``b [3H]`` and, with ``reset_after``, ``bh_n [H]``.
-    The carry and the output are ``h_t [..., H]``.
+    The carry and the output are ``h_t [..., H]``. ``compute_dtype`` (e.g. ``"bfloat16"``) runs
+    the matmuls at that precision with float32 accumulation; params and carry stay float32.
 
     Example:
       >>> cell = rnnjax.cells.gru(128, reset_after=False)
     """
+    compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
 
     def init(key, input_size):
@@ -54,19 +59,19 @@ def gru(
         return params | carry_params()
 
     def project(params, x):
-        return x @ params["wx"] + params["b"]
+        return matmul(x, params["wx"], compute_dtype) + params["b"]
 
     def recur(params, h, pre):
         x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
         if reset_after:
-            h_r, h_z, h_n = jnp.split(h @ params["wh"], 3, axis=-1)
+            h_r, h_z, h_n = jnp.split(matmul(h, params["wh"], compute_dtype), 3, axis=-1)
             r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
             n = jnp.tanh(x_n + r * (h_n + params["bh_n"]))
         else:
             w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
-            h_r, h_z = jnp.split(h @ w_rz, 2, axis=-1)
+            h_r, h_z = jnp.split(matmul(h, w_rz, compute_dtype), 2, axis=-1)
             r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + (r * h) @ w_n)
+            n = jnp.tanh(x_n + matmul(r * h, w_n, compute_dtype))
         h = (1.0 - z) * n + z * h
         return h, h
 

@@ -8,10 +8,12 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
+    check_compute_dtype,
     fused_init,
     glorot_uniform,
     hoistable,
     layer_normalize,
+    matmul,
     orthogonal,
     zeros,
 )
@@ -37,6 +39,7 @@ def lstm(
     recurrent_init=orthogonal,
     bias_init=zeros,
     learn_initial_carry: bool = False,
+    compute_dtype=None,
 ) -> Cell:
     """LSTM (Hochreiter & Schmidhuber 1997; Gers et al. 2000), gates fused in the order i, f, g, o.
 
@@ -61,11 +64,14 @@ def lstm(
       kernel_init, recurrent_init, bias_init: initialisers for Wx ``[D, 4H]``, Wh ``[P, 4H]`` (and
         W_proj), b ``[4H]``; each gate's block is initialised on its own.
       learn_initial_carry: learn ``LSTMCarry(c_0, h_0)`` instead of zeros.
+      compute_dtype: dtype of the matmuls (e.g. ``"bfloat16"``) with float32 accumulation;
+        params and carry stay float32. None: float32 throughout.
 
     Example:
       >>> cell = rnnjax.cells.lstm(128, peepholes=True, proj_size=64)
     """
     out = proj_size or units
+    compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(
         LSTMCarry(jnp.zeros((units,)), jnp.zeros((out,))), learn_initial_carry
     )
@@ -91,10 +97,10 @@ def lstm(
         return layer_normalize(x, **params[name]) if layer_norm else x
 
     def project(params, x):
-        return norm(params, "ln_x", x @ params["wx"]) + params["b"]
+        return norm(params, "ln_x", matmul(x, params["wx"], compute_dtype)) + params["b"]
 
     def recur(params, carry, pre):
-        gates = pre + norm(params, "ln_h", carry.h @ params["wh"])
+        gates = pre + norm(params, "ln_h", matmul(carry.h, params["wh"], compute_dtype))
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         if peepholes:
             p_i, p_f, p_o = params["peep"]
@@ -106,7 +112,7 @@ def lstm(
             o = o + p_o * c
         h = jax.nn.sigmoid(o) * jnp.tanh(norm(params, "ln_c", c))
         if proj_size:
-            h = h @ params["w_proj"]
+            h = matmul(h, params["w_proj"], compute_dtype)
         return LSTMCarry(c, h), h
 
     return hoistable(init, initial_carry, project, recur, out)

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
+    check_compute_dtype,
     glorot_uniform,
     hoistable,
+    matmul,
     orthogonal,
     resolve_activation,
     zeros,
@@ -22,6 +24,7 @@ def simple(
     recurrent_init=orthogonal,
     bias_init=zeros,
     learn_initial_carry: bool = False,
+    compute_dtype=None,
 ) -> Cell:
     """Elman RNN with TF ``BasicRNNCell`` semantics.
 
@@ -33,12 +36,15 @@ def simple(
       kernel_init, recurrent_init, bias_init: ``jax.nn.initializers`` for Wx ``[D, H]``,
         Wh ``[H, H]`` and b ``[H]``.
       learn_initial_carry: learn h_0 (``params["carry0"]``) instead of using zeros.
+      compute_dtype: dtype of the matmuls (e.g. ``"bfloat16"``) with float32 accumulation;
+        params and carry stay float32. None: float32 throughout.
 
     Example:
       >>> cell = rnnjax.cells.simple(150)
       >>> params = cell.init(jax.random.key(0), 28)
     """
     phi = resolve_activation(activation)
+    compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
 
     def init(key, input_size):
@@ -51,10 +57,10 @@ def simple(
         }
 
     def project(params, x):
-        return x @ params["wx"] + params["b"]
+        return matmul(x, params["wx"], compute_dtype) + params["b"]
 
     def recur(params, h, pre):
-        h = phi(pre + h @ params["wh"])
+        h = phi(pre + matmul(h, params["wh"], compute_dtype))
         return h, h
 
     return hoistable(init, initial_carry, project, recur, units)
@@ -72,6 +78,7 @@ def indrnn(
     recurrent_init=unit_uniform,
     bias_init=zeros,
     learn_initial_carry: bool = False,
+    compute_dtype=None,
 ) -> Cell:
     """Independently recurrent network (Li et al. 2018).
 
@@ -86,8 +93,11 @@ def indrnn(
       kernel_init, recurrent_init, bias_init: initialisers for Wx ``[D, H]``, u ``[H]``, b ``[H]``;
         u is uniform in [0, 1) by default.
       learn_initial_carry: learn h_0 instead of using zeros.
+      compute_dtype: dtype of the matmuls (e.g. ``"bfloat16"``) with float32 accumulation;
+        params and carry stay float32. None: float32 throughout.
     """
     phi = resolve_activation(activation)
+    compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
 
     def init(key, input_size):
@@ -100,7 +110,7 @@ def indrnn(
         }
 
     def project(params, x):
-        return x @ params["wx"] + params["b"]
+        return matmul(x, params["wx"], compute_dtype) + params["b"]
 
     def recur(params, h, pre):
         u = params["u"]
