@@ -2,7 +2,8 @@
 
   python -m experiments.evaluate --workdir=runs/mnist_rnn
 
-Prints the test metrics and writes confusion_matrix.png into the workdir.
+Prints the test metrics; writes confusion_matrix.png (classification tasks) and the task's report
+figures into the workdir.
 """
 
 from absl import app, flags
@@ -19,10 +20,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     launch.quiet_library_logs()
     result = evaluate_workdir(_WORKDIR.value)
-    print(
-        f"step {result['step']}  test_loss {result['test_loss']:.4f}  "
-        f"test_accuracy {result['test_accuracy']:.4f}"
-    )
+    metrics = [f"{k} {v:.4f}" for k, v in result.items() if k.startswith("test_")]
+    print(f"step {result['step']}  " + "  ".join(metrics))
 
 
 if __name__ == "__main__":

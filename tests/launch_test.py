@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.py") if p.stem not in ("common", "__init__"))
 CONFIG = CONFIGS / "mnist_rnn.py"
-REQUIRED = ("seed", "num_epochs", "batch_size", "learning_rate", "data.name", "data.manual_dir")
+REQUIRED = ("task", "seed", "num_epochs", "batch_size", "learning_rate", "lr_schedule", "mesh.data")
 
 
 def _launch(*args: str, jit_cache: Path | None = None) -> subprocess.CompletedProcess:
@@ -84,6 +84,9 @@ def test_unknown_overrides_checks_every_form_of_flag():
 def test_every_config_has_the_required_keys(path):
     keys = launch.flatten_keys(launch.load_config_file(str(path)))
     missing = [key for key in REQUIRED if key not in keys]
+    missing += [
+        group for group in ("data.", "model.") if not any(k.startswith(group) for k in keys)
+    ]
     assert not missing, f"{path.name} lacks {missing}"
 
 

@@ -47,3 +47,42 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.model.cell_options = {}
     config.model.update(model)
     return config
+
+
+def sequential_mnist_config(*, permute: bool, **model) -> ml_collections.ConfigDict:
+    """Sequential MNIST: 784 steps of one pixel (``permute``: in one fixed random order), a
+    recurrent classifier, Adam with gradients clipped to norm 1, batch 128."""
+    config = classifier_config(**model)
+    config.data.sequence = "pixels"
+    config.data.permute = permute
+    config.batch_size = 128
+    config.grad_clip_norm = 1.0
+    config.checkpoint_every_steps = 100
+    config.log_every_steps = 20
+    return config
+
+
+def recurrent_model(**model) -> ml_collections.ConfigDict:
+    """``config.model`` for ``builders.recurrent_body`` (the generated-data tasks); ``model``
+    overrides entries or adds ``pool`` for ``builders.classifier``."""
+    config = ml_collections.ConfigDict()
+    config.cell = "lstm"  # simple | lstm | gru | indrnn | min_gru | min_lstm | lru
+    config.units = 128
+    config.num_layers = 1
+    config.dropout = 0.0  # between stacked layers, in training only
+    config.cell_options = {}  # keyword options of the cell factory
+    config.update(model)
+    return config
+
+
+def adding_config(**model) -> ml_collections.ConfigDict:
+    """The adding problem (``rnnjax.data.memory.adding_problem``) at T = 100."""
+    config = base_config("adding")
+    config.batch_size = 50
+    config.data = ml_collections.ConfigDict()
+    config.data.length = 100  # T: 100 | 200 | 500 in the papers
+    config.data.train_size = 50_000
+    config.data.test_size = 5_000
+    config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
+    config.model = recurrent_model(**model)
+    return config
