@@ -4,6 +4,7 @@ import importlib
 
 from rnnjax import cells, convert, decoding, nnx
 from rnnjax.cells import Cell
+from rnnjax.generation import generate
 from rnnjax.layers import (
     Layer,
     bidirectional,
@@ -30,6 +31,7 @@ __all__ = [
     "dropout",
     "embed",
     "encoder_decoder",
+    "generate",
     "nnx",
     "residual",
     "rnn",

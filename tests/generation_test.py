@@ -1,0 +1,102 @@
+"""Tests for rnnjax/generation.py: generation against a Python loop over cell steps.
+
+Truth: the cells stepped one value at a time in Python, each prediction fed back by hand.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnnjax
+from rnnjax import cells
+
+B, T0, D, H, STEPS = 3, 5, 2, 8, 12
+
+
+def _seed():
+    return jax.random.normal(jax.random.key(1), (B, T0, D))
+
+
+def _python_loop(step, carry, seed, steps):
+    """Steps ``step(carry, x) -> (carry, y)`` over the seed, then feeds each ``y`` back."""
+    for t in range(seed.shape[1]):
+        carry, y = step(carry, seed[:, t])
+    outs = [y]
+    for _ in range(steps - 1):
+        carry, y = step(carry, y)
+        outs.append(y)
+    return jnp.stack(outs, axis=1)
+
+
+def test_a_projected_cell_equals_a_python_loop_of_its_steps():
+    cell = cells.output_projection(cells.stack(cells.simple(H), cells.gru(H)), D)
+    params = cell.init(jax.random.key(0), D)
+    seed = _seed()
+    got = rnnjax.generate(rnnjax.rnn(cell), params, seed, steps=STEPS)
+    step = jax.jit(lambda carry, x: cell.apply(params, carry, x))
+    want = _python_loop(step, cell.initial_carry(params, (B,)), seed, STEPS)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_seq2seq_body_and_head_with_dropout_equal_a_python_loop_without_it():
+    c1, c2 = cells.lstm(H), cells.simple(H, activation="relu")
+    body = rnnjax.serial(rnnjax.rnn(c1), rnnjax.dropout(0.5), rnnjax.rnn(c2))
+    head = rnnjax.dense(D)
+    params = rnnjax.seq2seq(body, head, in_size=D).init(jax.random.key(0))
+    p1, p2, ph = params["body"]["0"], params["body"]["2"], params["head"]
+
+    @jax.jit
+    def step(carry, x):
+        k1, y = c1.apply(p1, carry[0], x)
+        k2, y = c2.apply(p2, carry[1], y)
+        return (k1, k2), y @ ph["w"] + ph["b"]
+
+    seed = _seed()
+    layer_params = {"0": params["body"], "1": params["head"]}
+    got = rnnjax.generate(rnnjax.serial(body, head), layer_params, seed, steps=STEPS)
+    carry = (c1.initial_carry(p1, (B,)), c2.initial_carry(p2, (B,)))
+    np.testing.assert_allclose(got, _python_loop(step, carry, seed, STEPS), rtol=1e-5, atol=1e-5)
+
+
+def test_one_step_is_the_models_last_prediction_on_the_seed():
+    body, head = rnnjax.rnn(cells.gru(H)), rnnjax.dense(D)
+    model = rnnjax.seq2seq(body, head, in_size=D)
+    params = model.init(jax.random.key(0))
+    layer_params = {"0": params["body"], "1": params["head"]}
+    got = rnnjax.generate(rnnjax.serial(body, head), layer_params, _seed(), steps=1)
+    np.testing.assert_allclose(got, model.apply(params, _seed())[:, -1:], rtol=1e-6, atol=1e-6)
+
+
+def test_static_shapes_and_one_scan_whatever_the_number_of_steps():
+    cell = cells.output_projection(cells.simple(H), D)
+    layer, params = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
+    shape = jax.eval_shape(lambda p, s: rnnjax.generate(layer, p, s, steps=300), params, _seed())
+    assert shape.shape == (B, 300, D) and shape.dtype == jnp.float32
+
+    def size(steps):  # a Python loop over steps would grow the program with them
+        run = lambda p, s: rnnjax.generate(layer, p, s, steps=steps)
+        return str(jax.make_jaxpr(run)(params, _seed())).count("\n")  # equations
+
+    assert size(5) == size(500)
+
+
+def test_new_values_of_the_same_shapes_reuse_the_compiled_program():
+    cell = cells.output_projection(cells.simple(H), D)
+    layer, params = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
+    rnnjax.generate(layer, params, _seed(), steps=STEPS)
+    before = rnnjax.generate._cache_size()
+    rnnjax.generate(layer, params, _seed() + 1.0, steps=STEPS)
+    assert rnnjax.generate._cache_size() == before
+
+
+def test_bad_arguments_name_what_was_expected():
+    cell = cells.output_projection(cells.simple(H), D)
+    layer, params = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+        rnnjax.generate(layer, params, _seed(), steps=0)
+    with pytest.raises(ValueError, match=r"seed must be \[B, T0, D\] with T0 >= 1, got shape"):
+        rnnjax.generate(layer, params, jnp.zeros((B, 0, D)), steps=3)
+    wide = rnnjax.rnn(cells.simple(H))
+    with pytest.raises(ValueError, match=f"must output its input size {D} .* got output size {H}"):
+        rnnjax.generate(wide, cells.simple(H).init(jax.random.key(0), D), _seed(), steps=3)
