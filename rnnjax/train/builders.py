@@ -23,11 +23,22 @@ def make_cell(name: str, units: int, **options) -> cells.Cell:
 
 
 def classifier(model_config, *, in_size: int, num_classes: int) -> models.Model:
-    """The chapter's sequence classifier: ``num_layers`` recurrent layers (dropout between
-    them) → pooled last output → dense logits.
+    """The chapter's sequence classifier: ``recurrent_body`` → pooled last output → dense logits
+    (``model_config.pool``: last | mean | max)."""
+    return models.seq2vec(
+        recurrent_body(model_config),
+        layers.dense(num_classes),
+        in_size=in_size,
+        pool=model_config.pool,
+    )
 
-    Reads ``cell``, ``units``, ``num_layers``, ``dropout``, ``pool`` and ``cell_options`` (a dict
-    of keyword options for the cell factory, e.g. ``{"activation": "relu"}``).
+
+def recurrent_body(model_config) -> layers.Layer:
+    """``num_layers`` recurrent layers (dropout between them): the body of the
+    classifier and of the generated-data tasks' models.
+
+    Reads ``cell``, ``units``, ``num_layers``, ``dropout`` and ``cell_options`` (a dict of
+    keyword options for the cell factory, e.g. ``{"activation": "relu"}``).
     """
     options = dict(model_config.get("cell_options", {}))
     body = []
@@ -35,9 +46,7 @@ def classifier(model_config, *, in_size: int, num_classes: int) -> models.Model:
         if i and model_config.dropout:
             body.append(layers.dropout(model_config.dropout))
         body.append(layers.rnn(make_cell(model_config.cell, model_config.units, **options)))
-    return models.seq2vec(
-        layers.serial(*body), layers.dense(num_classes), in_size=in_size, pool=model_config.pool
-    )
+    return layers.serial(*body)
 
 
 def optimizer(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:

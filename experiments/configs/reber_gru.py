@@ -1,0 +1,32 @@
+"""Embedded Reber grammar: is a string valid? A GRU of 30 units (exercise 8 of the RNN chapter
+of Géron's Hands-On Machine Learning).
+
+Strings ``B T <Reber string> T E`` or ``B P <Reber string> P E`` (valid), or such strings with one
+symbol replaced (invalid), one-hot over BEPSTVX, 9 to about 50 steps, right-padded with
+``lengths``; the GRU's output at each string's last valid step feeds 2 logits.
+
+Run:
+  python -m experiments.main --config=experiments/configs/reber_gru.py --workdir=runs/reber_gru
+
+Expected: validation (test) accuracy 1.0, as in the book's solution (10,000 training and 2,000
+validation strings, GRU 30, 20 epochs; it uses an embedding of size 5 and SGD with Nesterov
+momentum, here one-hot inputs and Adam).
+Measured (2-core CPU): see BUILD_NOTES.md.
+"""
+
+import ml_collections
+
+from experiments.configs.common import base_config, recurrent_model
+
+
+def get_config():
+    config = base_config("reber")
+    config.num_epochs = 20
+    config.batch_size = 32
+    config.learning_rate = 3e-3
+    config.data = ml_collections.ConfigDict()
+    config.data.train_size = 10_000
+    config.data.test_size = 2_000
+    config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
+    config.model = recurrent_model(cell="gru", units=30, pool="last")
+    return config

@@ -1,0 +1,28 @@
+"""Embedded Reber grammar (``config.task`` "reber"): is a string valid? (Géron's RNN exercise)
+
+``config.data`` holds ``train_size``, ``test_size`` and ``seed`` (train and test drawn from
+``(seed, 0)`` and ``(seed, 1)``). Strings are one-hot over the 7 symbols, right-padded, with
+``"lengths"``; ``builders.classifier`` pools each string's last valid step into 2 logits.
+"""
+
+from rnnjax.data import grammar
+from rnnjax.train import builders, losses
+from rnnjax.train.steps import model_forward
+from rnnjax.train.tasks._task import Task
+
+
+def build(config) -> Task:
+    """Half valid (label 1), half corrupted (label 0) strings; softmax cross-entropy."""
+    data = config.data
+    train = grammar.embedded_reber_dataset(data.train_size, seed=(data.seed, 0))
+    test = grammar.embedded_reber_dataset(data.test_size, seed=(data.seed, 1))
+    model = builders.classifier(config.model, in_size=len(grammar.SYMBOLS), num_classes=2)
+    return Task(
+        train,
+        test,
+        model,
+        model_forward(model),
+        losses.softmax_xent,
+        num_classes=2,
+        headline="accuracy",
+    )
