@@ -11,7 +11,10 @@ window's predictions (prediction.png) and 300 values generated from a seed (gene
 
 Expected: MSE ≈ 0.04 on the training batch after 1,500 iterations (Géron, Hands-On Machine
 Learning, chapter 14, "Training to Predict Time Series").
-Measured: (filled in after the reproduction).
+Measured: test MSE 0.0426 after 1,500 iterations (train MSE 0.0438, the mean over the last
+epoch's batches); 0.05 from epoch 6. About 0.4 s an epoch and 30 s in all, compile included, on
+2 shared CPU cores. generation.png: seeded with a test window, 300 generated values keep the
+series' two frequencies and roughly its growing amplitude, drifting in phase.
 """
 
 import ml_collections
