@@ -30,7 +30,8 @@ def build(config) -> Task:
     train = series.windows(data.train_windows, data.n_steps, seed=data.seed, **grid)
     test_starts = series.window_starts(data.test_windows, data.n_steps, seed=data.test_seed, **grid)
     test = series.windows_at(test_starts, data.n_steps, resolution=data.resolution)
-    body, head = forecaster(config.model)
+    # the chapter's OutputProjectionWrapper, as one dense matmul over all steps
+    body, head = builders.recurrent_body(config.model), layers.dense(1)
     model = models.seq2seq(body, head, in_size=1)
 
     def report(params, workdir: Path) -> None:
@@ -49,21 +50,6 @@ def build(config) -> Task:
         plot_generation(times[0, 0], data.resolution, seeds, generated, workdir / GENERATION_FILE)
 
     return Task(train, test, model, model_forward(model), losses.mse, report=report)
-
-
-def forecaster(model_config) -> tuple[layers.Layer, layers.Layer]:
-    """``(body, head)``: ``num_layers`` recurrent layers of ``cell``/``units`` with
-    ``dropout`` between them (in training only), and a dense head to one value per step (the
-    chapter's ``OutputProjectionWrapper``, as one matmul over all steps)."""
-    options = dict(model_config.get("cell_options", {}))
-    body = []
-    for i in range(model_config.num_layers):
-        if i and model_config.dropout:
-            body.append(layers.dropout(model_config.dropout))
-        body.append(
-            layers.rnn(builders.make_cell(model_config.cell, model_config.units, **options))
-        )
-    return layers.serial(*body), layers.dense(1)
 
 
 def plot_prediction(times, test, prediction, out_path: Path) -> None:
