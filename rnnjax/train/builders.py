@@ -22,12 +22,29 @@ def make_cell(name: str, units: int, **options) -> cells.Cell:
     return CELLS[name](units, **options)
 
 
+MIXED_PRECISION_CELLS = ("simple", "lstm", "gru", "indrnn")
+
+
+def compute_dtype(model_config) -> str | None:
+    """``model_config.compute_dtype``: None for "float32" (or no such key), else the dtype the
+    matmuls of the cells and dense layers run in (float32 accumulation; params stay float32)."""
+    dtype = model_config.get("compute_dtype", "float32")
+    if dtype == "float32":
+        return None
+    if model_config.cell not in MIXED_PRECISION_CELLS:
+        raise ValueError(
+            f"model.compute_dtype={dtype!r} needs a cell among {MIXED_PRECISION_CELLS}, "
+            f"got model.cell={model_config.cell!r}"
+        )
+    return dtype
+
+
 def classifier(model_config, *, in_size: int, num_classes: int) -> models.Model:
     """The chapter's sequence classifier: ``recurrent_body`` → pooled last output → dense logits
     (``model_config.pool``: last | mean | max)."""
     return models.seq2vec(
         recurrent_body(model_config),
-        layers.dense(num_classes),
+        layers.dense(num_classes, compute_dtype=compute_dtype(model_config)),
         in_size=in_size,
         pool=model_config.pool,
     )
@@ -37,10 +54,13 @@ def recurrent_body(model_config) -> layers.Layer:
     """``num_layers`` recurrent layers (dropout between them): the body of the
     classifier and of the generated-data tasks' models.
 
-    Reads ``cell``, ``units``, ``num_layers``, ``dropout`` and ``cell_options`` (a dict of
-    keyword options for the cell factory, e.g. ``{"activation": "relu"}``).
+    Reads ``cell``, ``units``, ``num_layers``, ``dropout``, ``cell_options`` (a dict of
+    keyword options for the cell factory, e.g. ``{"activation": "relu"}``) and
+    ``compute_dtype`` ("float32", or "bfloat16" for mixed precision).
     """
     options = dict(model_config.get("cell_options", {}))
+    if dtype := compute_dtype(model_config):
+        options["compute_dtype"] = dtype
     body = []
     for i in range(model_config.num_layers):
         if i and model_config.dropout:
