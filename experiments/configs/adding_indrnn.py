@@ -7,9 +7,10 @@ Run:
   python -m experiments.main --config=experiments/configs/adding_indrnn.py \
       --workdir=runs/adding_indrnn [--config.data.length=500]
 
-Expected: test MSE far below the baseline 0.167 (``test_baseline_mse``); Li et al. (2018,
-Fig. 2) solve T = 100, 500 and 1000 (MSE near 0).
-Measured (2-core CPU): see BUILD_NOTES.md.
+Expected: test MSE far below the baseline (``test_baseline_mse``, 0.156 at T = 100); Li et al.
+(2018) solve T = 100, 500 and 1000.
+Measured (2-core CPU, shared): T = 100: test MSE 0.0028 after 10 epochs (2,000 steps), below
+0.02 from epoch 4; 53 s in all.
 """
 
 import ml_collections
@@ -21,5 +22,5 @@ def get_config():
     config = adding_config(cell="indrnn", units=128, num_layers=2)
     two = ml_collections.FieldReference(2.0)  # a reference, so the power follows data.length
     config.model.cell_options = {"recurrent_max": two ** (1 / config.data.get_ref("length"))}
-    config.num_epochs = 5
+    config.num_epochs = 10
     return config

@@ -7,9 +7,11 @@ Run:
   python -m experiments.main --config=experiments/configs/adding_lstm.py \
       --workdir=runs/adding_lstm [--config.data.length=200]
 
-Expected: test MSE far below the baseline; Le et al. (2015, Fig. 2) and Arjovsky et al. (2016)
-show LSTM solving T = 100–400 after a plateau at 0.167.
-Measured (2-core CPU): see BUILD_NOTES.md.
+Expected: test MSE far below the baseline (``test_baseline_mse``, 0.156 on this test set) after
+a plateau at it; LSTM solves the adding problem at T = 100 and beyond in Arjovsky et al. (2016)
+and Le et al. (2015).
+Measured (2-core CPU, shared): T = 100: test MSE 0.0034 after 12 epochs (2,400 steps); at the
+baseline until step ~1,400, then 0.015 at epoch 8. 3.8 minutes in all.
 """
 
 from experiments.configs.common import adding_config
@@ -17,5 +19,6 @@ from experiments.configs.common import adding_config
 
 def get_config():
     config = adding_config(cell="lstm", units=128)
-    config.num_epochs = 5
+    config.num_epochs = 12
+    config.learning_rate = 3e-3
     return config

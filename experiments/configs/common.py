@@ -76,13 +76,15 @@ def recurrent_model(**model) -> ml_collections.ConfigDict:
 
 
 def adding_config(**model) -> ml_collections.ConfigDict:
-    """The adding problem (``rnnjax.data.memory.adding_problem``) at T = 100."""
+    """The adding problem (``rnnjax.data.memory.adding_problem``) at T = 100: batches of 50 (as
+    in the papers) from a fixed training set, gradients clipped to norm 1."""
     config = base_config("adding")
     config.batch_size = 50
+    config.grad_clip_norm = 1.0
     config.data = ml_collections.ConfigDict()
     config.data.length = 100  # T: 100 | 200 | 500 in the papers
-    config.data.train_size = 50_000
-    config.data.test_size = 5_000
+    config.data.train_size = 10_000  # 200 steps an epoch
+    config.data.test_size = 2_000
     config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
     config.model = recurrent_model(**model)
     return config
