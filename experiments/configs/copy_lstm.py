@@ -8,13 +8,15 @@ memoryless baseline (blanks, then uniform guesses) has cross-entropy ``10·log(8
 Run (T = 20, trains in minutes on a CPU):
   python -m experiments.main --config=experiments/configs/copy_lstm.py --workdir=runs/copy_lstm
 
-The paper's setting (T = 100, 500, 1000 and 2000; batch 20; RMSProp there):
-  ... --config.data.delay=100 --config.batch_size=20 --config.num_epochs=...
+The paper's setting (T = 100 and longer, batch 20; expect far more steps than here):
+  ... --config.data.delay=100 --config.batch_size=20 --config.num_epochs=50
 
-Expected: at T = 20, loss well under the baseline 0.173 and recall accuracy near 1.
-Arjovsky et al. (2016, Fig. 1) report that LSTM gets stuck at the baseline for T >= 500 and
-goes below it slowly at T = 100; their uRNN solves all of them.
-Measured (2-core CPU): see BUILD_NOTES.md.
+Expected: loss well under the memoryless baseline, 10·log(8)/40 = 0.520 at T = 20. Arjovsky et
+al. (2016, Fig. 1) find LSTM hard to train on this task: near the baseline for long delays, with
+their uRNN solving it.
+Measured (2-core CPU, shared): T = 20: test loss 0.146 (baseline 0.520), recall accuracy 0.754
+(1/8 is chance), all ten symbols right in 4.1% of the test sequences, after 20 epochs (8,000
+steps), still improving when the cosine schedule ran out; 5.9 minutes in all.
 """
 
 import ml_collections
@@ -24,8 +26,10 @@ from experiments.configs.common import base_config, recurrent_model
 
 def get_config():
     config = base_config("copy")
-    config.num_epochs = 10
+    config.num_epochs = 20
     config.batch_size = 50
+    config.learning_rate = 5e-3
+    config.grad_clip_norm = 1.0
     config.data = ml_collections.ConfigDict()
     config.data.delay = 20  # T; the paper: 100, 500, 1000, 2000
     config.data.num_to_copy = 10  # K

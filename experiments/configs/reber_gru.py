@@ -11,7 +11,8 @@ Run:
 Expected: validation (test) accuracy 1.0, as in the book's solution (10,000 training and 2,000
 validation strings, GRU 30, 20 epochs; it uses an embedding of size 5 and SGD with Nesterov
 momentum, here one-hot inputs and Adam).
-Measured (2-core CPU): see BUILD_NOTES.md.
+Measured (2-core CPU, shared): test accuracy 1.0 from epoch 7 to 20 (0.985 after 5); about 3 s
+an epoch, 61 s in all.
 """
 
 import ml_collections
