@@ -14,9 +14,10 @@ The paper's setting (T = 100 and longer, batch 20; expect far more steps than he
 Expected: loss well under the memoryless baseline, 10·log(8)/40 = 0.520 at T = 20. Arjovsky et
 al. (2016, Fig. 1) find LSTM hard to train on this task: near the baseline for long delays, with
 their uRNN solving it.
-Measured (2-core CPU, shared): T = 20: test loss 0.146 (baseline 0.520), recall accuracy 0.754
-(1/8 is chance), all ten symbols right in 4.1% of the test sequences, after 20 epochs (8,000
-steps), still improving when the cosine schedule ran out; 5.9 minutes in all.
+Measured (2-core CPU, shared): T = 20: test loss 0.046 (baseline 0.520), recall accuracy 0.924
+(1/8 is chance), all ten symbols right in 46% of the test sequences, after 20 epochs (8,000
+steps, ~18 s an epoch, 6 minutes in all); not fully solved, and still improving when the cosine
+schedule ran out. With learning_rate=5e-3: loss 0.146, recall accuracy 0.754, exact 4%.
 """
 
 import ml_collections
@@ -28,7 +29,7 @@ def get_config():
     config = base_config("copy")
     config.num_epochs = 20
     config.batch_size = 50
-    config.learning_rate = 5e-3
+    config.learning_rate = 1e-2
     config.grad_clip_norm = 1.0
     config.data = ml_collections.ConfigDict()
     config.data.delay = 20  # T; the paper: 100, 500, 1000, 2000
