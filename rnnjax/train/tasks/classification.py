@@ -14,18 +14,18 @@ SEQUENCES = ("rows", "pixels")
 def build(config) -> Task:
     """Loads ``config.data`` and builds ``config.model``'s classifier (``builders.classifier``)."""
     train, test = load_classification(config.data)
+    return classifier_task(train, test, config.model)
+
+
+def classifier_task(train: dict, test: dict, model_config) -> Task:
+    """The ``Task`` of classifying ``{"inputs", "labels"(, "lengths")}`` arrays with
+    ``builders.classifier(model_config)``: softmax cross-entropy, accuracy, a confusion matrix."""
     classes = num_classes(train)
-    model = builders.classifier(
-        config.model, in_size=train["inputs"].shape[-1], num_classes=classes
-    )
+    in_size = train["inputs"].shape[-1]
+    model = builders.classifier(model_config, in_size=in_size, num_classes=classes)
+    forward = model_forward(model)
     return Task(
-        train,
-        test,
-        model,
-        model_forward(model),
-        losses.softmax_xent,
-        num_classes=classes,
-        headline="accuracy",
+        train, test, model, forward, losses.softmax_xent, num_classes=classes, headline="accuracy"
     )
 
 

@@ -6,9 +6,8 @@
 """
 
 from rnnjax.data import grammar
-from rnnjax.train import builders, losses
-from rnnjax.train.steps import model_forward
 from rnnjax.train.tasks._task import Task
+from rnnjax.train.tasks.classification import classifier_task
 
 
 def build(config) -> Task:
@@ -16,13 +15,4 @@ def build(config) -> Task:
     data = config.data
     train = grammar.embedded_reber_dataset(data.train_size, seed=(data.seed, 0))
     test = grammar.embedded_reber_dataset(data.test_size, seed=(data.seed, 1))
-    model = builders.classifier(config.model, in_size=len(grammar.SYMBOLS), num_classes=2)
-    return Task(
-        train,
-        test,
-        model,
-        model_forward(model),
-        losses.softmax_xent,
-        num_classes=2,
-        headline="accuracy",
-    )
+    return classifier_task(train, test, config.model)
