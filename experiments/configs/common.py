@@ -88,3 +88,28 @@ def adding_config(**model) -> ml_collections.ConfigDict:
     config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
     config.model = recurrent_model(**model)
     return config
+
+
+def translation_config(problem: str, **model) -> ml_collections.ConfigDict:
+    """An encoder–decoder task (``rnnjax.train.tasks.translation``): "dates" or "addition"."""
+    config = base_config("translation")
+    config.batch_size = 128
+    config.data = ml_collections.ConfigDict()
+    config.data.name = problem  # dates: "April 22, 2019" -> "2019-04-22" | addition: "12+345"
+    config.data.max_digits = 3  # addition: digits per operand
+    config.data.train_size = 20_000
+    config.data.test_size = 2_000  # none of them a training source
+    config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = "lstm"  # for the encoder and the decoder
+    config.model.units = 128
+    config.model.embed_size = 32
+    config.model.encoder = "rnn"  # rnn | bidirectional
+    config.model.attention = "none"  # none | luong | bahdanau
+    config.model.input_feeding = False  # with attention: feed back the attentional state
+    config.model.update(model)
+    config.decoding = ml_collections.ConfigDict()  # the report's beam search
+    config.decoding.beam_size = 4
+    config.decoding.beam_examples = 1000  # test examples decoded by greedy and by beam search
+    config.decoding.samples = 10  # lines of samples.txt
+    return config
