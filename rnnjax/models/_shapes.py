@@ -1,0 +1,158 @@
+"""Seq-to-vector, seq-to-seq and vector-to-seq models, and the masks and pooling they share."""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax.cells import Cell
+from rnnjax.layers import Layer
+from rnnjax.models._bridge import bridge_apply, bridge_init, carry_shape
+from rnnjax.unroll import unroll
+
+
+class Model(NamedTuple):
+    """A whole network: ``init(key) -> params`` and ``apply(params, inputs, **kwargs)``."""
+
+    init: Callable[[jax.Array], Any]
+    apply: Callable[..., Any]
+
+
+POOLS = ("last", "mean", "max")
+
+
+def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Model:
+    """Sequence in, one vector out: ``head(pool(body(xs)))`` (the textbook's MNIST classifier).
+
+    Args:
+      body: a layer ``[B, T, in_size] -> [B, T, H]`` (e.g. ``rnn(simple(150))``).
+      head: a layer on the pooled ``[B, H]`` (e.g. ``dense(10)``).
+      in_size: input feature size D.
+      pool: "last" (the output at each sequence's last valid step, i.e. the final hidden state of
+        a forward RNN), "mean" or "max" over valid steps.
+
+    ``apply(params, xs[B, T, D], *, lengths=None, key=None) -> [B, out]``.
+
+    Example:
+      >>> model = rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.simple(150)), rnnjax.dense(10), in_size=28)
+      >>> logits = model.apply(model.init(jax.random.key(0)), images)   # images [B, 28, 28]
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    init = _body_head_init(body, head, in_size)
+
+    def apply(params, xs, *, lengths=None, key=None):
+        kb, kh = (None, None) if key is None else jax.random.split(key)
+        _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
+        _, out = head.apply(params["head"], pool_steps(ys, lengths, pool), key=kh)
+        return out
+
+    return Model(init, apply)
+
+
+def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
+    """An output at every step: ``head(body(xs))``, zero past each sequence's length.
+
+    ``apply(params, xs[B, T, D], *, lengths=None, key=None) -> [B, T, out]``.
+
+    Example (next-value prediction of a time series):
+      >>> model = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.simple(100)), rnnjax.dense(1), in_size=1)
+    """
+    init = _body_head_init(body, head, in_size)
+
+    def apply(params, xs, *, lengths=None, key=None):
+        kb, kh = (None, None) if key is None else jax.random.split(key)
+        _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
+        _, out = head.apply(params["head"], ys, lengths=lengths, key=kh)
+        return zero_past(out, lengths)
+
+    return Model(init, apply)
+
+
+def _body_head_init(body: Layer, head: Layer, in_size: int):
+    """``init(key) -> {"body", "head"}`` with the head sized by the body's output."""
+
+    def init(key):
+        kb, kh = jax.random.split(key)
+        body_params, size = body.init(kb, in_size)
+        head_params, _ = head.init(kh, size)
+        return {"body": body_params, "head": head_params}
+
+    return init
+
+
+VEC2SEQ_MODES = ("init", "input")
+
+
+def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "init") -> Model:
+    """One vector in, a sequence of ``length`` steps out (e.g. image captioning's decoder).
+
+    Args:
+      cell: the recurrence.
+      head: a layer on the cell's outputs ``[B, T, O]`` (e.g. ``dense(vocab)``).
+      in_size: size D of the input vector.
+      length: number of output steps T.
+      mode: "init": the vector sets the initial carry through a learnt bridge,
+        ``tanh(v·W + b)`` for every carry leaf, and the cell sees a zero input of size 1 at every
+        step; "input": the vector is the cell's input at every step, from the cell's own initial
+        carry.
+
+    ``apply(params, v[B, D], *, lengths=None, key=None) -> [B, T, out]``, zero past ``lengths``.
+
+    Example:
+      >>> model = rnnjax.vec2seq(rnnjax.cells.gru(64), rnnjax.dense(1), in_size=16, length=20)
+      >>> ys = model.apply(model.init(jax.random.key(0)), jnp.ones((8, 16)))   # [8, 20, 1]
+    """
+    if mode not in VEC2SEQ_MODES:
+        raise ValueError(f"mode must be one of {VEC2SEQ_MODES}, got {mode!r}")
+    step_size = in_size if mode == "input" else 1
+
+    def init(key):
+        kc, kh, kb = jax.random.split(key, 3)
+        params = {"cell": cell.init(kc, step_size)}
+        params["head"], _ = head.init(kh, cell.output_size)
+        if mode == "init":
+            params["bridge"] = bridge_init(kb, in_size, carry_shape(cell, params["cell"], (1,)))
+        return params
+
+    def apply(params, vec, *, lengths=None, key=None):
+        if jnp.ndim(vec) != 2 or jnp.shape(vec)[1] != in_size:
+            raise ValueError(f"vec must be [B, {in_size}], got shape {jnp.shape(vec)}")
+        batch = vec.shape[0]
+        if mode == "input":
+            xs, carry = jnp.broadcast_to(vec[:, None], (batch, length, in_size)), None
+        else:
+            xs = jnp.zeros((batch, length, 1), vec.dtype)
+            carry = bridge_apply(params["bridge"], vec, carry_shape(cell, params["cell"], (batch,)))
+        _, ys = unroll(cell, params["cell"], xs, carry, lengths=lengths)
+        _, out = head.apply(params["head"], ys, lengths=lengths, key=key)
+        return zero_past(out, lengths)
+
+    return Model(init, apply)
+
+
+def zero_past(out: jax.Array, lengths) -> jax.Array:
+    if lengths is None:
+        return out
+    return jnp.where(valid_mask(lengths, out.shape[1])[..., None], out, 0.0)
+
+
+def valid_mask(lengths: jax.Array, time: int) -> jax.Array:
+    """Bool ``[B, T]``: true on each sequence's valid steps."""
+    return jnp.arange(time)[None, :] < lengths[:, None]
+
+
+def pool_steps(ys: jax.Array, lengths: jax.Array | None, pool: str) -> jax.Array:
+    """Pools ``ys [B, T, H]`` over valid steps to ``[B, H]``; empty sequences give zeros."""
+    batch, time = ys.shape[:2]
+    if lengths is None:
+        lengths = jnp.full((batch,), time)
+    if pool == "last":
+        last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+        return jnp.where((lengths > 0)[:, None], last, 0.0)
+    mask = valid_mask(lengths, time)[..., None]
+    if pool == "mean":
+        return jnp.sum(jnp.where(mask, ys, 0.0), axis=1) / jnp.maximum(lengths, 1)[:, None]
+    best = jnp.max(jnp.where(mask, ys, -jnp.inf), axis=1)
+    return jnp.where((lengths > 0)[:, None], best, 0.0)
