@@ -45,6 +45,7 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.model.dropout = 0.0  # between stacked layers, in training only
     config.model.pool = "last"  # last | mean | max
     config.model.cell_options = {}
+    config.model.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (simple..indrnn)
     config.model.update(model)
     return config
 
