@@ -49,6 +49,17 @@ def test_config_trains_and_reports(name, tmp_path):
     assert 0.0 <= beam["beam_exact_match"] <= 1.0
     samples = (tmp_path / translation.SAMPLES_FILE).read_text().splitlines()
     assert len(samples) == 1 + 3 and samples[0].startswith("source")
+    assert (tmp_path / translation.ATTENTION_FILE).exists() == name.endswith("attention")
+
+
+def test_attention_map_rows_are_distributions_over_the_source():
+    config = tiny_config("dates_attention")
+    task = tasks.build(config)
+    params = task.model.init(jax.random.key(0))
+    example = {k: v[0] for k, v in task.test.items()}
+    weights = translation.attention_map(task.model, params, example)
+    assert weights.shape == (example["target_lengths"], example["source_lengths"])
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

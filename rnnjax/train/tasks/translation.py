@@ -2,8 +2,8 @@
 
 Trained with teacher forcing (cross-entropy on every target token); evaluated by greedy decoding
 (``exact_match``: the whole output right) besides the teacher-forced loss and token accuracy.
-The report adds beam search on a test subset (``beam.json``) and sample outputs
-(``samples.txt``).
+The report adds beam search on a test subset (``beam.json``), sample outputs (``samples.txt``)
+and, for an attention decoder, where it attended on one test example (``attention.png``).
 """
 
 import json
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from matplotlib.figure import Figure  # no pyplot: no backend, no global figure state
 
 from rnnjax import decoding, layers, models
 from rnnjax.data import translation
@@ -19,7 +20,7 @@ from rnnjax.train import builders
 from rnnjax.train.tasks._task import Task
 
 ENCODERS = ("rnn", "bidirectional")
-SAMPLES_FILE, BEAM_FILE = "samples.txt", "beam.json"
+SAMPLES_FILE, BEAM_FILE, ATTENTION_FILE = "samples.txt", "beam.json", "attention.png"
 
 
 def build(config) -> Task:
@@ -48,6 +49,8 @@ def build(config) -> Task:
 
     def report(params, workdir):
         write_report(model, params, problem, test, config.decoding, workdir)
+        if config.model.attention != "none":
+            plot_attention(model, params, problem, test, workdir / ATTENTION_FILE)
 
     return Task(train, test, model, forward, sequence_xent, evaluate, report, 0, "exact_match")
 
@@ -133,6 +136,37 @@ def write_report(model, params, problem, test, decoding_config, workdir) -> None
         f"{s:<20} {t:<12} {g:<12} {b}" for s, t, g, b in list(rows)[: decoding_config.samples]
     ]
     (workdir / SAMPLES_FILE).write_text("\n".join(lines) + "\n")
+
+
+def attention_map(model, params, example: dict) -> np.ndarray:
+    """The attention weights ``[target steps, source steps]`` of one example, teacher-forced on
+    its target (each row: where the decoder looked to emit that target token)."""
+    batch = {k: v[None] for k, v in example.items()}
+    carry = model.encode(params, batch["inputs"], batch["source_lengths"])
+
+    def step(carry, tokens):
+        carry, _ = model.decode_step(params, carry, tokens)
+        return carry, carry.weights[0]
+
+    _, weights = jax.lax.scan(step, carry, batch["decoder_inputs"].T)
+    return np.asarray(weights)[: example["target_lengths"], : example["source_lengths"]]
+
+
+def plot_attention(model, params, problem, test, out_path) -> None:
+    """Draws the first test example's ``attention_map`` with its characters on the axes."""
+    example = {k: v[0] for k, v in test.items()}
+    weights = attention_map(model, params, example)
+    source = problem.source_vocab.decode(example["inputs"][None])[0]
+    target = problem.target_vocab.decode(example["targets"][None])[0] + "⏎"  # ⏎: END
+    fig = Figure(figsize=(0.3 * len(source) + 2, 0.3 * len(target) + 1.5))
+    ax = fig.subplots()
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(source)), list(source))
+    ax.set_yticks(range(len(target)), list(target))
+    ax.set_xlabel("source")
+    ax.set_ylabel("emitted")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
 
 
 def _mean(values) -> float:
