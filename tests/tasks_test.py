@@ -57,9 +57,10 @@ def test_bad_sequence_settings_are_named(tiny_idx, tmp_path, overrides, message)
         tasks.load_classification(_data_config(tiny_idx, tmp_path, **overrides))
 
 
-def test_the_classification_task_trains_pixels_through_its_model(tiny_idx, tmp_path):
+@pytest.mark.parametrize("name", ["seq_mnist_lstm", "seq_mnist_min_gru", "seq_mnist_lru"])
+def test_sequential_mnist_configs_classify_permuted_pixels(tiny_idx, tmp_path, name):
     config = launch.load_config(
-        str(CONFIG),
+        str(CONFIG.with_name(f"{name}.py")),
         {
             "data.manual_dir": str(tiny_idx),
             "data.data_dir": str(tmp_path / "tfds"),

@@ -4,9 +4,15 @@ Run (offline, from the MNIST IDX files; permuted: add --config.data.permute=True
   python -m experiments.main --config=experiments/configs/seq_mnist_lstm.py \
       --workdir=runs/seq_mnist_lstm --config.data.manual_dir=../shared/data/mnist
 
-Full reproduction: the defaults (PLACEHOLDER_EPOCHS epochs). Reference: LSTM 98.2% sequential / 88%
-permuted (Arjovsky et al. 2016, "Unitary Evolution Recurrent Neural Networks").
-Measured here: PLACEHOLDER_RESULT
+Full reproduction: the defaults (50 epochs of 468 steps, batch 128, Adam 1e-3 cosine-decayed,
+gradients clipped to norm 1, forget bias 1; about 8 minutes an epoch on 2 idle CPU cores, so
+about 7 hours). Reference: LSTM 98.2% sequential / 88% permuted (Arjovsky et al. 2016,
+"Unitary Evolution Recurrent Neural Networks").
+One epoch here (the runs below) is
+  ... --config.num_epochs=1 [--config.data.permute=True]
+(the cosine schedule then decays over that epoch).
+Measured here, one epoch each (2 CPU cores shared with other work; 16 minutes): sequential
+0.1135 test accuracy, i.e. still on the initial plateau at chance; permuted LSTM_PERMUTED.
 """
 
 from experiments.configs.common import sequential_mnist_config
