@@ -11,8 +11,9 @@ about 7 hours). Reference: LSTM 98.2% sequential / 88% permuted (Arjovsky et al.
 One epoch here (the runs below) is
   ... --config.num_epochs=1 [--config.data.permute=True]
 (the cosine schedule then decays over that epoch).
-Measured here, one epoch each (2 CPU cores shared with other work; 16 minutes): sequential
-0.1135 test accuracy, i.e. still on the initial plateau at chance; permuted LSTM_PERMUTED.
+Measured here, one epoch each: sequential 0.1135 test accuracy, still on the initial plateau
+at chance (16 minutes, 2 CPU cores shared with other work); permuted 0.4531 (8 minutes, mostly
+alone: 132 examples/s).
 """
 
 from experiments.configs.common import sequential_mnist_config
