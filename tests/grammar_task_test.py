@@ -4,19 +4,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from trainruns import TINY_GENERATED as TINY
 
 from rnnjax.train import evaluation, launch, tasks, train_and_evaluate
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "reber_gru.py"
-TINY = {
-    "num_epochs": 2,
-    "batch_size": 20,
-    "learning_rate": 1e-2,
-    "progress": False,
-    "data.train_size": 200,
-    "data.test_size": 30,
-    "model.units": 8,
-}
 
 
 def test_reber_trains_and_gets_a_confusion_matrix(tmp_path):

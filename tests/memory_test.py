@@ -5,19 +5,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from trainruns import TINY_GENERATED as TINY
 
 from rnnjax.train import launch, tasks, train_and_evaluate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-TINY = {
-    "num_epochs": 2,
-    "batch_size": 20,
-    "learning_rate": 1e-2,
-    "progress": False,
-    "data.train_size": 200,
-    "data.test_size": 30,
-    "model.units": 8,
-}
 
 
 def tiny_run(name: str, overrides: dict, workdir: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Reading back the tiny textbook runs of the training tests."""
+"""Tiny training runs shared by the training tests: overrides, and reading back final states."""
 
 from pathlib import Path
 
@@ -6,6 +6,16 @@ import jax
 
 from rnnjax.train import Checkpoints, builders, init_state, launch
 
+# Overrides that make a generated-data config (adding, copy, Reber) train in seconds.
+TINY_GENERATED = {
+    "num_epochs": 2,
+    "batch_size": 20,
+    "learning_rate": 1e-2,
+    "progress": False,
+    "data.train_size": 200,
+    "data.test_size": 30,
+    "model.units": 8,
+}
 TEXTBOOK_CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "mnist_rnn.py"
 
 
