@@ -72,6 +72,7 @@ def recurrent_model(**model) -> ml_collections.ConfigDict:
     config.num_layers = 1
     config.dropout = 0.0  # between stacked layers, in training only
     config.cell_options = {}  # keyword options of the cell factory
+    config.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (simple..indrnn)
     config.update(model)
     return config
 

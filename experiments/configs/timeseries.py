@@ -46,4 +46,5 @@ def get_config():
     config.model.num_layers = 1
     config.model.dropout = 0.0  # between stacked layers, in training only
     config.model.cell_options = {"activation": "relu"}  # the book's BasicRNNCell(relu)
+    config.model.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls
     return config
