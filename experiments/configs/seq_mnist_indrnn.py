@@ -12,7 +12,8 @@ and batch normalisation (Li et al. 2018, "Independently Recurrent Neural Network
   ... --config.num_epochs=1 [--config.data.permute=True]
 Measured here, one epoch each (2 CPU cores shared with other work; 8 and 7 minutes):
 sequential 0.3078, permuted 0.2732 test accuracy: far from the references, which train for
-hundreds of epochs with six batch-normalised layers.
+hundreds of epochs with six batch-normalised layers. With --config.learning_rate=1e-3 one
+sequential epoch reaches 0.4139 (2.8 minutes alone, 355 examples/s).
 """
 
 from experiments.configs.common import sequential_mnist_config
