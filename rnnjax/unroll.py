@@ -7,6 +7,8 @@ from rnnjax import _checks
 from rnnjax.cells import Cell
 from rnnjax.scan import unroll_linear
 
+FULL_UNROLL_MAX_STEPS = 32  # a cell's ``unroll=True`` hint unrolls sequences up to this long
+
 
 def unroll(
     cell: Cell,
@@ -17,7 +19,7 @@ def unroll(
     lengths: jax.Array | None = None,
     reverse: bool = False,
     resets: jax.Array | None = None,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     remat: bool | int = False,
     hoist: bool = False,
     time_major: bool = False,
@@ -38,6 +40,8 @@ def unroll(
       resets: optional bool ``[B, T]`` (``[T, B]`` with ``time_major``); where true the carry is
         reset to the initial carry before that step (episode boundaries).
       unroll: steps per scan iteration (``lax.scan``'s ``unroll``; ``True`` unrolls fully).
+        None (default): the cell's own ``cell.unroll``, tuned per cell (full unrolling of up
+        to ``FULL_UNROLL_MAX_STEPS`` steps for the simple cell, one step otherwise).
       remat: rematerialise to save memory on long sequences: ``True`` keeps only the carry of
         every step, an int ``k`` keeps only every k-th carry and recomputes the rest in the
         backward pass (memory ~ T/k + k instead of T).
@@ -85,6 +89,8 @@ def unroll(
         kw = {"valid": valid, "resets": resets, "reverse": reverse}
         final, ys = unroll_linear(cell.linear, params, pre, carry, initial, **kw)
         return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
+    if unroll is None:
+        unroll = cell.unroll if cell.unroll is not True or time <= FULL_UNROLL_MAX_STEPS else 1
     if hoist and cell.project is not None:
         inputs, step_fn = cell.project(params, xs_tm), cell.recur
     else:

@@ -447,3 +447,31 @@ def test_lengths_may_be_a_python_list():
     got = rnnjax.unroll(cell, params, xs, lengths=[4, 1])
     want = rnnjax.unroll(cell, params, xs, lengths=jnp.array([4, 1]))
     jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def scan_unroll(cell, length, **options):
+    """The ``unroll`` of the ``lax.scan`` that ``rnnjax.unroll`` runs for ``length`` steps."""
+    params = cell.init(jax.random.key(0), D)
+    jaxpr = jax.make_jaxpr(lambda xs: rnnjax.unroll(cell, params, xs, **options))(
+        jnp.zeros((B, length, D))
+    )
+    (scan,) = [e for e in jaxpr.eqns if e.primitive.name == "scan"]
+    return scan.params["unroll"]
+
+
+@pytest.mark.parametrize(
+    "make_cell, length, options, expected",
+    [
+        (lambda: cells.simple(H), 6, {}, 6),  # the simple cell's hint: full unrolling
+        (lambda: cells.simple(H), 32, {}, 32),
+        (lambda: cells.simple(H), 33, {}, 1),  # too long to unroll fully
+        (lambda: cells.simple(H), 6, {"unroll": 2}, 2),  # an explicit unroll wins
+        (lambda: cells.lstm(H), 6, {}, 1),
+        (lambda: cells.gru(H), 6, {}, 1),
+        (lambda: cells.stack(cells.simple(H), cells.simple(H)), 6, {}, 6),
+        (lambda: cells.stack(cells.simple(H), cells.lstm(H)), 6, {}, 1),
+        (lambda: cells.output_projection(cells.simple(H), 2), 6, {}, 6),
+    ],
+)
+def test_default_unroll_is_the_cells_own(make_cell, length, options, expected):
+    assert scan_unroll(make_cell(), length, **options) == expected

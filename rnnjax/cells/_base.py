@@ -35,6 +35,9 @@ class Cell(NamedTuple):
       linear: optional ``rnnjax.cells.LinearRecurrence``, for cells whose step is linear in the
         carry (``h_t = a_t ⊙ h_{t-1} + b_t``): ``unroll`` then runs all steps at once with
         ``jax.lax.associative_scan``; ``recur`` is the same step, for generation.
+      unroll: the ``lax.scan`` unroll ``rnnjax.unroll`` uses when given none, tuned per cell on
+        XLA:CPU (BUILD_NOTES.md): ``True`` unrolls sequences of up to 32 steps fully and steps
+        longer ones one at a time, bounding compile time.
     """
 
     init: Callable[[Array, int], Params]
@@ -45,6 +48,7 @@ class Cell(NamedTuple):
     project: Callable[[Params, Array], Array] | None = None
     recur: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
     linear: Any = None
+    unroll: int | bool = 1
 
 
 def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
@@ -72,14 +76,21 @@ def check_compute_dtype(compute_dtype):
 
 
 def hoistable(
-    init, initial_carry, project, recur, output_size, input_size=lambda p: p["wx"].shape[0]
+    init,
+    initial_carry,
+    project,
+    recur,
+    output_size,
+    input_size=lambda p: p["wx"].shape[0],
+    *,
+    unroll: int | bool = 1,
 ) -> Cell:
     """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
 
     def apply(params, carry, x):
         return recur(params, carry, project(params, x))
 
-    return Cell(init, initial_carry, apply, output_size, input_size, project, recur)
+    return Cell(init, initial_carry, apply, output_size, input_size, project, recur, unroll=unroll)
 
 
 def fused_init(init: Initializer, key: Array, rows: int, units: int, gates: int) -> Array:

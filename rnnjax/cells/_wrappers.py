@@ -56,7 +56,9 @@ def stack(*cells: Cell) -> Cell:
     def input_size(params):
         return first.input_size(params["0"])
 
-    return Cell(init, initial_carry, apply, cells[-1].output_size, input_size, project, recur)
+    unroll = True if all(c.unroll is True for c in cells) else 1
+    size = cells[-1].output_size
+    return Cell(init, initial_carry, apply, size, input_size, project, recur, unroll=unroll)
 
 
 def output_projection(
@@ -102,4 +104,4 @@ def output_projection(
     def input_size(params):
         return cell.input_size(params["cell"])
 
-    return Cell(init, initial_carry, apply, size, input_size, project, recur)
+    return Cell(init, initial_carry, apply, size, input_size, project, recur, unroll=cell.unroll)
