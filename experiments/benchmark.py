@@ -5,31 +5,35 @@
   python -m experiments.benchmark --memory [--memory_lengths=1024,4096,16384 --remat=128]
 
 Every framework trains the same model (recurrent layer, the last step's output, dense 10,
-softmax cross-entropy, Adam 1e-3) on the same random batch, in this process, one after another.
-``--warmup`` steps (compilation included) are run, then ``--steps`` steps are timed between two
-``block_until_ready``. rnnjax runs its default path: ``seq2vec(rnn(cell), dense(10))`` with
-``rnnjax.train.make_train_step`` (which also computes the gradient norm and a finiteness guard).
-Peers are optional and skipped with a note when not installed; Keras runs on the JAX backend
-(``train_on_batch`` / ``predict_on_batch``, which return to the host every step), PyTorch on the
-CPU with ``torch.set_num_threads(cores)``.
+softmax cross-entropy, Adam 1e-3) on the same random batch, in this process. For each (model,
+mode) every framework runs ``--warmup`` steps (compilation included); then ``--rounds``
+round-robin rounds time ``--steps`` steps of each framework in turn between two
+``block_until_ready``, and the median round is reported with the range of the rounds (a drift of
+the machine's speed, large on shared 2-core machines, then hits every framework alike). rnnjax
+runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.make_train_step``
+(which also computes the gradient norm and a finiteness guard). Peers are optional and skipped
+with a note when not installed; Keras runs on the JAX backend (``train_on_batch`` /
+``predict_on_batch``, which return to the host every step), PyTorch on the CPU with
+``torch.set_num_threads(cores)``.
 
 FLOPs count the matmuls only: a forward pass is ``2·B·T·(D+H)·G·H + 2·B·H·10`` (G gate blocks:
 1 simple, 3 GRU, 4 LSTM; input size D, H units, dense head 10), a training step 3x that. The peak
 is the best GFLOP/s of a ``--peak_size`` square fp32 ``jnp.dot`` on JAX's default device.
 
 Output: a table, then JSON lines: one per result (``model, framework, mode, device, batch, T,
-examples_per_s, ms_per_step, gflops, peak_fraction``), one per (model, mode) with
-``rnnjax_over_fastest_peer`` (examples/s of rnnjax ÷ the fastest peer's; > 1 means rnnjax is
-faster), and one with ``peak_gflops``. ``--memory`` runs each (T, remat) training step of an LSTM
-128 (batch ``--memory_batch``, 1 input feature) in a fresh subprocess and reports its peak RSS
-(``ru_maxrss``, Linux; the baseline before the step is the runtime's own; on an accelerator
-the device's peak is added). Expected (issue "performance"): with remat, T = 16384 < 4 GiB.
+examples_per_s, examples_per_s_range, ms_per_step, gflops, peak_fraction``), one per (model,
+mode) with ``rnnjax_over_fastest_peer`` (examples/s of rnnjax ÷ the fastest peer's; > 1 means
+rnnjax is faster), and one with ``peak_gflops``. ``--memory`` runs each (T, remat) training
+step of an LSTM 128 (batch ``--memory_batch``, 1 input feature) in a fresh subprocess and reports
+its peak RSS (``ru_maxrss``, Linux; the baseline before the step is the runtime's own; on an
+accelerator the device's peak is added). Expected: with remat, T = 16384 under 4 GiB.
 """
 
 import importlib.util
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -72,7 +76,10 @@ MEMORY_GOAL_GIB, MEMORY_GOAL_T = 4, 16384
 
 _MODELS = flags.DEFINE_list("models", list(MODELS)[:4], f"Models, among {list(MODELS)}.")
 _FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"Among {FRAMEWORKS}.")
-_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per measurement.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 5, "Round-robin rounds over the frameworks; the median is reported.", lower_bound=1
+)
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation included), >= 1.")
 _MODE = flags.DEFINE_enum("mode", "both", list(MODES), "Training, inference or both.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON lines to this file.")
@@ -129,9 +136,12 @@ def rnnjax_runner(
 
 def seconds_per_step(run, steps: int, warmup: int) -> float:
     """Mean wall time of ``steps`` calls of ``run`` after ``warmup`` (compiling) calls."""
-    for _ in range(max(warmup, 1)):
+    out = None
+    for _ in range(warmup):
         out = run()
     jax.block_until_ready(out)  # non-JAX leaves (torch, numpy) pass through: they are done
+    if not steps:
+        return 0.0
     start = time.perf_counter()
     for _ in range(steps):
         out = run()
@@ -148,24 +158,49 @@ def matmul_peak_gflops(size: int, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def measure(name: str, framework: str, train: bool, steps: int, warmup: int, peak: float):
+def make_runner(name: str, framework: str, train: bool):
+    """A no-argument function running one step of ``framework`` on model ``name``."""
     spec = MODELS[name]
     if framework in OURS:
-        run = rnnjax_runner(*spec[:2], *random_batch(spec), train, compute_dtype=OURS[framework])
-    else:
-        run = PEERS[framework](spec.cell, spec.units, *random_batch(spec), train)
-    seconds = seconds_per_step(run, steps, warmup)
-    gflops = forward_flops(spec) * (3 if train else 1) / seconds / 1e9
+        return rnnjax_runner(*spec[:2], *random_batch(spec), train, compute_dtype=OURS[framework])
+    return PEERS[framework](spec.cell, spec.units, *random_batch(spec), train)
+
+
+def result(name: str, framework: str, train: bool, seconds: list[float], peak: float) -> dict:
+    """One JSON line from the per-round seconds per step (the median is reported)."""
+    spec = MODELS[name]
+    median = statistics.median(seconds)
+    gflops = forward_flops(spec) * (3 if train else 1) / median / 1e9
     device = "cpu" if framework == "torch" else jax.devices()[0].device_kind
     return {"model": name, "framework": framework, "mode": "train" if train else "infer"} | {
         "device": device,
         "batch": spec.batch,
         "T": spec.length,
-        "examples_per_s": sig(spec.batch / seconds),
-        "ms_per_step": sig(1000 * seconds),
+        "examples_per_s": sig(spec.batch / median),
+        "examples_per_s_range": [sig(spec.batch / max(seconds)), sig(spec.batch / min(seconds))],
+        "ms_per_step": sig(1000 * median),
         "gflops": sig(gflops),
         "peak_fraction": sig(gflops / peak),
     }
+
+
+def measure(name: str, framework: str, train: bool, steps: int, warmup: int, peak: float):
+    """One framework alone: ``steps`` timed steps after ``warmup``."""
+    seconds = seconds_per_step(make_runner(name, framework, train), steps, warmup)
+    return result(name, framework, train, [seconds], peak)
+
+
+def measure_interleaved(name, frameworks, train, steps, warmup, rounds, peak):
+    """Every framework on one (model, mode), timed in ``rounds`` round-robin rounds of ``steps``
+    steps each, so that slow drifts of the machine's speed hit every framework alike."""
+    runs = {f: make_runner(name, f, train) for f in frameworks}
+    for run in runs.values():
+        seconds_per_step(run, 0, warmup)
+    seconds = {f: [] for f in frameworks}
+    for _ in range(rounds):
+        for framework, run in runs.items():
+            seconds[framework].append(seconds_per_step(run, steps, 0))
+    return [result(name, f, train, seconds[f], peak) for f in frameworks]
 
 
 def comparisons(rows):
@@ -189,12 +224,14 @@ def comparisons(rows):
 
 def table(rows, ratios) -> str:
     lines = [
-        f"{'model':<14}{'mode':<7}{'framework':<12}{'examples/s':>12}{'ms/step':>10}"
-        f"{'GFLOP/s':>10}{'of peak':>9}"
+        f"{'model':<14}{'mode':<7}{'framework':<12}{'examples/s':>12}{'range of rounds':>20}"
+        f"{'ms/step':>10}{'GFLOP/s':>10}{'of peak':>9}"
     ]
     for r in rows:
+        low, high = r["examples_per_s_range"]
         lines.append(
             f"{r['model']:<14}{r['mode']:<7}{r['framework']:<12}{r['examples_per_s']:>12.1f}"
+            f"{f'{low:.0f}-{high:.0f}':>20}"
             f"{r['ms_per_step']:>10.3f}{r['gflops']:>10.2f}{r['peak_fraction']:>9.2%}"
         )
     for c in ratios:
@@ -265,14 +302,13 @@ def emit(lines, json_out: str | None) -> None:
         Path(json_out).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def run_speed(models, frameworks, modes, steps: int, warmup: int, peak_size: int):
+def run_speed(models, frameworks, modes, steps: int, warmup: int, rounds: int, peak_size: int):
     """Every (model, mode, framework) measured; returns the JSON lines."""
     peak = matmul_peak_gflops(peak_size)
     rows = []
     for name in models:
         for train in modes:
-            for framework in frameworks:
-                rows.append(measure(name, framework, train, steps, warmup, peak))
+            rows += measure_interleaved(name, frameworks, train, steps, warmup, rounds, peak)
     ratios = comparisons(rows)
     print(table(rows, ratios))
     device = jax.devices()[0].device_kind
@@ -309,7 +345,7 @@ def main(argv):
         if unknown := set(flag.value) - set(allowed):
             raise app.UsageError(f"--{flag.name} must be among {list(allowed)}, got {unknown}")
     frameworks = available(_FRAMEWORKS.value)
-    args = (_STEPS.value, _WARMUP.value, _PEAK_SIZE.value)
+    args = (_STEPS.value, _WARMUP.value, _ROUNDS.value, _PEAK_SIZE.value)
     emit(run_speed(_MODELS.value, frameworks, MODES[_MODE.value], *args), _JSON_OUT.value)
 
 

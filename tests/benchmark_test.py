@@ -26,7 +26,7 @@ def test_main_prints_and_writes_json_lines(tmp_path, capsys):
         frameworks.append("torch")
     path = tmp_path / "bench.jsonl"
     run_main(
-        models=["tiny"], frameworks=frameworks, steps=2, warmup=1, mode="both",
+        models=["tiny"], frameworks=frameworks, steps=2, warmup=1, rounds=2, mode="both",
         json_out=str(path), peak_size=64,
     )  # fmt: skip
     out = capsys.readouterr().out
@@ -38,6 +38,8 @@ def test_main_prints_and_writes_json_lines(tmp_path, capsys):
     }
     for r in results:
         assert set(r) >= KEYS and all(r[k] > 0 for k in FIGURES), r
+        low, high = r["examples_per_s_range"]
+        assert 0 < low <= r["examples_per_s"] <= high, r
     ratios = [line for line in lines if "rnnjax_over_fastest_peer" in line]
     assert {r["mode"] for r in ratios} == {"train", "infer"}
     assert all(r["rnnjax_over_fastest_peer"] > 0 for r in ratios)
