@@ -1,0 +1,23 @@
+"""Sequential MNIST with two minLSTM layers of 128 units (Feng et al. 2024, "Were RNNs All We
+Needed?").
+
+A recurrence linear in its carry: on accelerators `unroll` trains it with an associative scan
+over all 784 steps at once; on a CPU it steps, which measured faster there (BUILD_NOTES.md).
+
+Run (offline, from the MNIST IDX files; permuted: add --config.data.permute=True):
+  python -m experiments.main --config=experiments/configs/seq_mnist_min_lstm.py \
+      --workdir=runs/seq_mnist_min_lstm --config.data.manual_dir=../shared/data/mnist
+
+Full reproduction: the defaults (50 epochs, batch 128, Adam 1e-3 cosine-decayed, gradients
+clipped to norm 1). Reference points for this task: LSTM 98.2% sequential / 88% permuted
+(Arjovsky et al. 2016). Not run here beyond the tests' tiny runs: the CPU time went to the LSTM,
+GRU and IndRNN epochs (BUILD_NOTES.md).
+"""
+
+from experiments.configs.common import sequential_mnist_config
+
+
+def get_config():
+    config = sequential_mnist_config(cell="min_lstm", units=128, num_layers=2, permute=False)
+    config.num_epochs = 50
+    return config
