@@ -10,8 +10,9 @@ Run (offline, from the MNIST IDX files; permuted: add --config.data.permute=True
 
 Full reproduction: the defaults (50 epochs, batch 128, Adam 1e-3 cosine-decayed, gradients
 clipped to norm 1). Reference points for this task: LSTM 98.2% sequential / 88% permuted
-(Arjovsky et al. 2016). Not run here beyond the tests' tiny runs: the CPU time went to the LSTM,
-GRU and IndRNN epochs (BUILD_NOTES.md).
+(Arjovsky et al. 2016). Measured here, one epoch (`--config.num_epochs=1`, the cosine schedule
+then decays over that epoch), sequential: 0.3309 test accuracy, off the initial plateau where
+the gated cells are still on it (15 minutes on 2 idle CPU cores, 70 examples/s, stepping).
 """
 
 from experiments.configs.common import sequential_mnist_config
