@@ -184,12 +184,6 @@ def result(name: str, framework: str, train: bool, seconds: list[float], peak: f
     }
 
 
-def measure(name: str, framework: str, train: bool, steps: int, warmup: int, peak: float):
-    """One framework alone: ``steps`` timed steps after ``warmup``."""
-    seconds = seconds_per_step(make_runner(name, framework, train), steps, warmup)
-    return result(name, framework, train, [seconds], peak)
-
-
 def measure_interleaved(name, frameworks, train, steps, warmup, rounds, peak):
     """Every framework on one (model, mode), timed in ``rounds`` round-robin rounds of ``steps``
     steps each, so that slow drifts of the machine's speed hit every framework alike."""
