@@ -236,6 +236,41 @@ def test_variant_equals_plain_scan(variant, reverse, masked):
     assert all(carry0_reached) if masked else not any(carry0_reached)
 
 
+# One-feature inputs are prefetched through the carry (a faster scan on XLA:CPU); a second input
+# feature with zero weights takes the plain scan and must give the same results.
+ONE_FEATURE_CASES = {
+    "forward": {},
+    "reverse_lengths_resets": dict(reverse=True, masked=True),
+    "remat4_lengths_resets": dict(remat=4, masked=True),
+    "reverse_remat_true": dict(reverse=True, remat=True),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_FEATURE_CASES))
+@pytest.mark.parametrize("name", ["simple", "lstm", "gru", "indrnn"])
+def test_one_feature_input_equals_a_second_feature_with_zero_weights(name, case):
+    options = dict(ONE_FEATURE_CASES[case])
+    cell = get_cell(name)
+    params = randomize(jax.eval_shape(lambda k: cell.init(k, 2), jax.random.key(0)), 20, 0.6)
+    params = dict(params, wx=params["wx"].at[1].set(0.0))  # feature 1 has no effect
+    xs2 = randomize(jax.ShapeDtypeStruct((B, T, 2), jnp.float32), 21)
+    w_ys = randomize(jax.ShapeDtypeStruct((B, T, cell.output_size), jnp.float32), 22)
+    if options.pop("masked", False):
+        resets = jnp.zeros((B, T), bool).at[0, 2].set(True)
+        options.update(lengths=jnp.array([T, 0, 3]), resets=resets)
+
+    def loss(params, xs):
+        final, ys = rnnjax.unroll(cell, params, xs, **options)
+        return jnp.sum(ys * w_ys) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(final)), ys
+
+    grad_fn = fast_jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    (value1, ys1), (p_grad1, x_grad1) = grad_fn(dict(params, wx=params["wx"][:1]), xs2[..., :1])
+    (value2, ys2), (p_grad2, x_grad2) = grad_fn(params, xs2)
+    assert_trees_close((value1, ys1, x_grad1), (value2, ys2, x_grad2[..., :1]))
+    assert_trees_close(p_grad1, dict(p_grad2, wx=p_grad2["wx"][:1]))
+    assert np.abs(x_grad1).max() > 0
+
+
 # ---------------------------------------------------------------- gradients vs finite differences
 
 
