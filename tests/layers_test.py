@@ -257,3 +257,25 @@ def test_dense_bfloat16_compute_is_a_float32_accumulated_product_of_rounded_oper
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
     _, plain = rnnjax.dense(6).apply(params, xs)
     assert np.max(np.abs(ys - plain)) > 1e-4  # the option is in effect
+
+
+def test_dense_bfloat16_gradient_is_a_bfloat16_product_accumulated_in_float32():
+    """Both backward matmuls take bfloat16-rounded operands, the cotangent included, and
+    accumulate in float32; the weight gradient sums over every leading axis of the input."""
+    layer = rnnjax.dense(6, compute_dtype="bfloat16")
+    params, _ = layer.init(jax.random.key(0), 40)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 40))
+    cotangent = jax.random.normal(jax.random.key(2), (3, 5, 6))
+    _, vjp = jax.vjp(lambda params, xs: layer.apply(params, xs)[1], params, xs)
+    params_grad, xs_grad = vjp(cotangent)
+
+    def rounded(a):
+        return np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64)
+
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves((params_grad, xs_grad)))
+    want_xs = rounded(cotangent) @ rounded(params["w"]).T
+    want_w = np.einsum("btd,bto->do", rounded(xs), rounded(cotangent))
+    np.testing.assert_allclose(xs_grad, want_xs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(params_grad["w"], want_w, rtol=1e-5, atol=1e-5)
+    exact_w = np.einsum("btd,bto->do", np.asarray(xs, np.float64), np.asarray(cotangent))
+    assert np.max(np.abs(params_grad["w"] - exact_w)) > 1e-3  # the cotangent is rounded too

@@ -1,5 +1,6 @@
 """The Cell value and the helpers every cell factory shares."""
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -54,12 +55,44 @@ class Cell(NamedTuple):
 def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
     """``x @ w``, or with ``compute_dtype`` (e.g. ``"bfloat16"``) mixed precision: both operands
     are cast to it and the product is accumulated and returned in float32, so params, carries and
-    everything elementwise stay float32 and only the matmuls run at the lower precision."""
+    everything elementwise stay float32 and only the matmuls run at the lower precision.
+
+    The gradient's two matmuls run at ``compute_dtype`` too, with float32 accumulation; the saved
+    residual is the float32 ``x``. Plain autodiff of the cast product stores the cast ``x`` per
+    step, which XLA:CPU does by copying the whole ``[T, ...]`` buffer at every step of a scan.
+    """
     if compute_dtype is None:
         return x @ w
-    return jnp.matmul(
-        x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=jnp.float32
-    )
+    return _mixed_matmul(x, w, jnp.dtype(compute_dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _mixed_matmul(x: Array, w: Array, compute_dtype) -> Array:
+    return _low_precision_dot(x, w, compute_dtype)
+
+
+def _low_precision_dot(a: Array, b: Array, compute_dtype, dims=None) -> Array:
+    """``a @ b`` (or ``dot_general`` over ``dims``) of operands cast to ``compute_dtype``,
+    accumulated in float32."""
+    a, b = a.astype(compute_dtype), b.astype(compute_dtype)
+    if dims is None:
+        return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+
+
+def _mixed_matmul_fwd(x, w, compute_dtype):
+    return _low_precision_dot(x, w, compute_dtype), (x, w)
+
+
+def _mixed_matmul_bwd(compute_dtype, residuals, grad):
+    x, w = residuals
+    dx = _low_precision_dot(grad, w.T, compute_dtype)
+    batch_axes = tuple(range(x.ndim - 1))
+    dw = _low_precision_dot(x, grad, compute_dtype, ((batch_axes, batch_axes), ((), ())))
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 def check_compute_dtype(compute_dtype):
