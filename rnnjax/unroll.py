@@ -105,38 +105,11 @@ def unroll(
         return _select(valid_t, new_carry, carry), _select(valid_t, y, jnp.zeros_like(y))
 
     scanned = (inputs, valid, resets)
-    # A one-feature input is no matmul for XLA but a broadcast product, which it fuses (with the
-    # per-step slice) into the gate arithmetic; so is a hoisted projection. Prefetch both.
+    # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
+    # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
     prefetch = time > 0 and (inputs is not xs_tm or xs_tm.shape[-1] == 1)
     final, ys = _scan(step, carry, scanned, time, reverse, unroll, remat, prefetch)
     return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
-
-
-def _lax_scan(step, carry, scanned, reverse: bool, unroll, prefetch: bool):
-    """``lax.scan``; with ``prefetch`` each step reads its inputs from the carry, put there by
-    the step before.
-
-    XLA:CPU emits a slow loop for an elementwise fusion that reads a dynamic slice of a scanned
-    array: an LSTM or GRU step fused with its one-feature input ran 2x slower (BUILD_NOTES.md).
-    Carried, the slice is copied on its own and the gate fusion reads a plain buffer.
-    """
-    if not prefetch:
-        return jax.lax.scan(step, carry, scanned, reverse=reverse, unroll=unroll)
-
-    def shift(a):  # at step t: a[t + 1] (a[t - 1] in reverse); the repeated end is never read
-        return jnp.concatenate([a[:1], a[:-1]] if reverse else [a[1:], a[-1:]])
-
-    def ahead(state, upcoming):
-        carry, current = state
-        new_carry, y = step(carry, current)
-        return (new_carry, upcoming), y
-
-    current = jax.tree.map(lambda a: a[-1 if reverse else 0], scanned)
-    state = (carry, current)
-    (carry, _), ys = jax.lax.scan(
-        ahead, state, jax.tree.map(shift, scanned), reverse=reverse, unroll=unroll
-    )
-    return carry, ys
 
 
 def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
@@ -181,6 +154,33 @@ def _scan(step, carry, scanned, time: int, reverse: bool, unroll, remat, prefetc
 
     carry, ys = jax.lax.scan(run_block, carry, scanned, reverse=reverse)
     ys = jax.tree.map(lambda a: a.reshape((padded_time,) + a.shape[2:])[:time], ys)
+    return carry, ys
+
+
+def _lax_scan(step, carry, scanned, reverse: bool, unroll, prefetch: bool):
+    """``lax.scan``; with ``prefetch`` each step reads its inputs from the carry, put there by
+    the step before.
+
+    XLA:CPU emits a slow loop for an elementwise fusion that reads a dynamic slice of a scanned
+    array: an LSTM or GRU step fused with its one-feature input ran 2x slower (BUILD_NOTES.md).
+    Carried, the slice is copied on its own and the gate fusion reads a plain buffer.
+    """
+    if not prefetch:
+        return jax.lax.scan(step, carry, scanned, reverse=reverse, unroll=unroll)
+
+    def shift(a):  # at step t: a[t + 1] (a[t - 1] in reverse); the repeated end is never read
+        return jnp.concatenate([a[:1], a[:-1]] if reverse else [a[1:], a[-1:]])
+
+    def ahead(state, upcoming):
+        carry, current = state
+        new_carry, y = step(carry, current)
+        return (new_carry, upcoming), y
+
+    current = jax.tree.map(lambda a: a[-1 if reverse else 0], scanned)
+    state = (carry, current)
+    (carry, _), ys = jax.lax.scan(
+        ahead, state, jax.tree.map(shift, scanned), reverse=reverse, unroll=unroll
+    )
     return carry, ys
 
 
