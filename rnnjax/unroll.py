@@ -91,7 +91,8 @@ def unroll(
         return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
     if unroll is None:
         unroll = cell.unroll if cell.unroll is not True or time <= FULL_UNROLL_MAX_STEPS else 1
-    if hoist and cell.project is not None:
+    hoisted = hoist and cell.project is not None
+    if hoisted:
         inputs, step_fn = cell.project(params, xs_tm), cell.recur
     else:
         inputs, step_fn = xs_tm, cell.apply
@@ -104,10 +105,10 @@ def unroll(
             return new_carry, y
         return _select(valid_t, new_carry, carry), _select(valid_t, y, jnp.zeros_like(y))
 
-    scanned = (inputs, valid, resets)
     # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
     # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
-    prefetch = time > 0 and (inputs is not xs_tm or xs_tm.shape[-1] == 1)
+    prefetch = time > 0 and (hoisted or xs_tm.shape[-1] == 1)
+    scanned = (inputs, valid, resets)
     final, ys = _scan(step, carry, scanned, time, reverse, unroll, remat, prefetch)
     return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
 
