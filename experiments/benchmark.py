@@ -11,7 +11,10 @@ round-robin rounds time ``--steps`` steps of each framework in turn between two
 ``block_until_ready``, and the median round is reported with the range of the rounds (a drift of
 the machine's speed, large on shared 2-core machines, then hits every framework alike). rnnjax
 runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.make_train_step``
-(which also computes the gradient norm and a finiteness guard). Peers are optional and skipped
+(which also computes the gradient norm and a finiteness guard) on one device; ``rnnjax_dp`` is
+the launcher's default, the batch split over the devices with a ``layout``, on a CPU one device
+per core (``distributed.split_cpu``, run first; the others still run on device 0 alone); the
+``_bf16`` variants use ``compute_dtype="bfloat16"``. Peers are optional and skipped
 with a note when not installed; Keras runs on the JAX backend (``train_on_batch`` /
 ``predict_on_batch``, which return to the host every step), PyTorch on the CPU with
 ``torch.set_num_threads(cores)``.
@@ -29,6 +32,7 @@ its peak RSS (``ru_maxrss``, Linux; the baseline before the step is the runtime'
 accelerator the device's peak is added). Expected: with remat, T = 16384 under 4 GiB.
 """
 
+import functools
 import importlib.util
 import json
 import math
@@ -48,6 +52,7 @@ from absl import app, flags
 
 import rnnjax
 from experiments.benchmark_peers import CLASSES, NEEDS, PEERS
+from rnnjax.train import distributed
 
 
 class Spec(NamedTuple):
@@ -68,8 +73,17 @@ MODELS = {
     "tiny_gru": Spec("gru", 8, 5, 3, 4),
 }
 GATES = {"simple": 1, "gru": 3, "lstm": 4}
-FRAMEWORKS = ("rnnjax", "rnnjax_bf16", "flax_linen", "flax_nnx", "keras", "torch")
-OURS = {"rnnjax": None, "rnnjax_bf16": "bfloat16"}  # our variants: their matmuls' compute_dtype
+FRAMEWORKS = (
+    *("rnnjax", "rnnjax_bf16", "rnnjax_dp", "rnnjax_dp_bf16"),
+    *("flax_linen", "flax_nnx", "keras", "torch"),
+)
+# Our variants: (matmuls' compute_dtype, data-parallel over the devices: on a CPU one per core)
+OURS = {
+    "rnnjax": (None, False),
+    "rnnjax_bf16": ("bfloat16", False),
+    "rnnjax_dp": (None, True),
+    "rnnjax_dp_bf16": ("bfloat16", True),
+}
 MODES = {"train": (True,), "infer": (False,), "both": (True, False)}
 MEMORY_UNITS = 128
 MEMORY_GOAL_GIB, MEMORY_GOAL_T = 4, 16384
@@ -109,22 +123,37 @@ def random_batch(spec: Spec):
 
 
 def rnnjax_runner(
-    cell: str, units: int, xs, labels, train: bool, compute_dtype=None, **rnn_options
+    cell: str,
+    units: int,
+    xs,
+    labels,
+    train: bool,
+    compute_dtype=None,
+    data_parallel: bool = False,
+    **rnn_options,
 ):
     """The library's default path, with batches as dicts already on the device;
-    ``compute_dtype="bfloat16"`` is its mixed-precision option."""
+    ``compute_dtype="bfloat16"`` is its mixed-precision option. ``data_parallel``: the
+    launcher's default, the batch split over as many of the devices as divide it (``layout``)."""
     layer = rnnjax.rnn(
         getattr(rnnjax.cells, cell)(units, compute_dtype=compute_dtype), **rnn_options
     )
     head = rnnjax.dense(CLASSES, compute_dtype=compute_dtype)
     model = rnnjax.seq2vec(layer, head, in_size=xs.shape[-1])
-    batch = {"inputs": jnp.asarray(xs), "labels": jnp.asarray(labels)}
-    if not train:
-        params, apply = jax.jit(model.init)(jax.random.key(0)), jax.jit(model.apply)
-        return lambda: apply(params, batch["inputs"])
     tx = optax.adam(1e-3)
-    state = rnnjax.train.init_state(model, tx, jax.random.key(0))
-    step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent)
+    init = functools.partial(rnnjax.train.init_state, model, tx, jax.random.key(0))
+    batch = {"inputs": xs, "labels": labels}
+    if data_parallel:
+        count = max(n for n in range(1, jax.device_count() + 1) if len(xs) % n == 0)
+        state, layout = distributed.sharded_state(init, distributed.make_mesh(count))
+        batch = distributed.global_batch(batch, layout.batch)
+    else:
+        state, layout = init(), None
+        batch = jax.tree.map(jnp.asarray, batch)
+    if not train:
+        params, apply = state.params, jax.jit(model.apply)
+        return lambda: apply(params, batch["inputs"])
+    step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
 
     def run():
         nonlocal state
@@ -162,7 +191,7 @@ def make_runner(name: str, framework: str, train: bool):
     """A no-argument function running one step of ``framework`` on model ``name``."""
     spec = MODELS[name]
     if framework in OURS:
-        return rnnjax_runner(*spec[:2], *random_batch(spec), train, compute_dtype=OURS[framework])
+        return rnnjax_runner(*spec[:2], *random_batch(spec), train, *OURS[framework])
     return PEERS[framework](spec.cell, spec.units, *random_batch(spec), train)
 
 
@@ -218,13 +247,13 @@ def comparisons(rows):
 
 def table(rows, ratios) -> str:
     lines = [
-        f"{'model':<14}{'mode':<7}{'framework':<12}{'examples/s':>12}{'range of rounds':>20}"
+        f"{'model':<14}{'mode':<7}{'framework':<16}{'examples/s':>12}{'range of rounds':>20}"
         f"{'ms/step':>10}{'GFLOP/s':>10}{'of peak':>9}"
     ]
     for r in rows:
         low, high = r["examples_per_s_range"]
         lines.append(
-            f"{r['model']:<14}{r['mode']:<7}{r['framework']:<12}{r['examples_per_s']:>12.1f}"
+            f"{r['model']:<14}{r['mode']:<7}{r['framework']:<16}{r['examples_per_s']:>12.1f}"
             f"{f'{low:.0f}-{high:.0f}':>20}"
             f"{r['ms_per_step']:>10.3f}{r['gflops']:>10.2f}{r['peak_fraction']:>9.2%}"
         )
@@ -344,4 +373,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    distributed.split_cpu()  # one CPU device per core, for the data-parallel variants
     app.run(main)

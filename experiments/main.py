@@ -29,11 +29,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    distributed.split_cpu(config.mesh.cpu_devices, config.batch_size)  # before any device use
     distributed.initialize(  # before anything touches a device
         _ADDRESS.value, _PROCESSES.value, _PROCESS_ID.value, detect_cluster=_DETECT.value
     )
     launch.quiet_library_logs()
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

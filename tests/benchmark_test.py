@@ -21,7 +21,7 @@ def run_main(**values):
 
 
 def test_main_prints_and_writes_json_lines(tmp_path, capsys):
-    frameworks = ["rnnjax", "flax_linen"]
+    frameworks = ["rnnjax", "rnnjax_dp", "flax_linen"]
     if importlib.util.find_spec("torch") is not None:
         frameworks.append("torch")
     path = tmp_path / "bench.jsonl"

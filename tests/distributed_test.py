@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 from trainruns import restore_final_state
 
+import rnnjax
 from rnnjax.train import (
     distributed,
     launch,
@@ -232,6 +234,73 @@ def test_mesh_sizes_out_of_range_are_named():
     for data in (0, jax.device_count() + 1):
         with pytest.raises(ValueError, match=rf"mesh.data must be -1 \(all\) .* got {data}"):
             distributed.make_mesh(data)
+
+
+SPLIT_CPU = """
+import sys, jax
+from rnnjax.train import distributed
+print(distributed.split_cpu(*map(int, sys.argv[1:])), jax.device_count())
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["4", "6"], {}, "4 4"),  # an explicit count: as asked
+        (["-1", "7"], {}, None),  # one per core, as many as divide the batch
+        (["-1", "6"], {"JAX_NUM_CPU_DEVICES": "3"}, "None 3"),  # the user's choice is kept
+        (["2", "6"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=5"}, "None 5"),
+    ],
+)
+def test_split_cpu_makes_one_device_per_core_unless_already_chosen(args, env, expected):
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    command = [sys.executable, "-c", SPLIT_CPU, *args]
+    done = subprocess.run(
+        command, env=clean | env, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    if expected is None:  # a batch of 7 splits over 7 cores or over 1
+        cores = len(os.sched_getaffinity(0))
+        expected = "7 7" if cores >= 7 else "1 1"
+    assert done.stdout.split("\n")[-2] == expected
+
+
+def test_split_cpu_rejects_a_count_below_one():
+    with pytest.raises(ValueError, match="mesh.cpu_devices must be -1 .* got 0"):
+        distributed.split_cpu(0)
+
+
+def test_data_parallel_sums_the_gradient_once_outside_the_scan():
+    """Under ``data_parallel`` the gradient of a model equals the plain one, and the devices'
+    gradients are summed once (at the params' entry), never per time step in the scan."""
+    model = rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.lstm(4)), rnnjax.dense(3), in_size=2)
+    params = model.init(jax.random.key(0))
+    batch = {"inputs": jax.random.normal(jax.random.key(1), (4, 5, 2)), "lengths": np.arange(4) + 2}
+    forward = rnnjax.train.steps.model_forward(model)
+    sharded = distributed.data_parallel(forward, distributed.make_mesh(1))
+
+    def gradient(forward):
+        return jax.grad(lambda p: jnp.sum(forward(p, batch) ** 2))
+
+    want, got = gradient(forward)(params), jax.jit(gradient(sharded))(params)
+    for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+    sums = _sums_by_enclosing(jax.make_jaxpr(gradient(sharded))(params).jaxpr, ())
+    assert sums and all("scan" not in within and "while" not in within for within in sums), sums
+
+
+def _sums_by_enclosing(jaxpr, within: tuple) -> list[tuple]:
+    """For each cross-device sum (``psum*``) in ``jaxpr``: the primitives that enclose it."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name.startswith("psum"):
+            found.append(within)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's, or a Jaxpr
+                if hasattr(inner, "eqns"):
+                    found += _sums_by_enclosing(inner, within + (eqn.primitive.name,))
+    return found
 
 
 if __name__ == "__main__":

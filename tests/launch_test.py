@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 CONFIG_FILES = sorted(p for p in CONFIGS.glob("*.py") if p.stem not in ("common", "__init__"))
 CONFIG = CONFIGS / "mnist_rnn.py"
-REQUIRED = ("task", "seed", "num_epochs", "batch_size", "learning_rate", "lr_schedule", "mesh.data")
+REQUIRED = (
+    "task",
+    "seed",
+    "num_epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "mesh.data",
+    "mesh.cpu_devices",
+)
 
 
 def _launch(*args: str, jit_cache: Path | None = None) -> subprocess.CompletedProcess:
@@ -49,6 +58,9 @@ def test_the_launcher_trains_with_overrides_on_local_idx_files(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"epoch 2  train_loss \S+  test_accuracy \S+", done.stdout)
+    cores = len(os.sched_getaffinity(0))  # one device per core, as many as divide the batch
+    devices = max(n for n in range(1, cores + 1) if 10 % n == 0)
+    assert f"training on {devices} cpu device(s), {10 // devices} rows" in done.stdout
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"]["units"] == 8 and saved["seed"] == 3 and saved["num_epochs"] == 2
     assert (tmp_path / "tfds" / "mnist_idx").is_dir()  # prepared offline into the data_dir

@@ -52,6 +52,7 @@ def _overrides(dirs: Path, **extra) -> dict:
         "model.units": 8,
         "checkpoint_every_steps": 2,
         "progress": False,
+        "mesh.cpu_devices": 1,  # launched runs on one device, as in-process ones: bitwise equal
         "data.manual_dir": str(dirs / "idx"),
         "data.data_dir": str(dirs / "tfds"),
         **extra,

@@ -510,3 +510,33 @@ def scan_unroll(cell, length, **options):
 )
 def test_default_unroll_is_the_cells_own(make_cell, length, options, expected):
     assert scan_unroll(make_cell(), length, **options) == expected
+
+
+@pytest.mark.parametrize("name", ["lstm", "stack", "learnable_gru"])
+@pytest.mark.parametrize("given_carry", [False, True])
+def test_unroll_inside_shard_map_equals_plain_unroll(name, given_carry):
+    """Under ``jax.shard_map`` (vma checks on) the initial carry must vary over the mesh axis
+    like the inputs do, or ``lax.scan`` rejects the carry types; results equal the plain run."""
+    cell = get_cell(name)
+    params, xs = setup(cell)
+    carry = random_carry(cell, params, 2) if given_carry else None
+    options = {
+        "lengths": jnp.array([T, 2, 4]),
+        "resets": jnp.zeros((B, T), bool).at[:, 3].set(True),
+    }
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    rows = jax.sharding.PartitionSpec("data")
+
+    def unroll(params, xs, carry, options):
+        return rnnjax.unroll(cell, params, xs, carry, remat=2, **options)
+
+    sharded = jax.shard_map(
+        unroll,
+        mesh=mesh,
+        in_specs=(jax.sharding.PartitionSpec(), rows, rows, rows),
+        out_specs=rows,
+    )
+    assert_trees_close(
+        fast_jit(sharded)(params, xs, carry, options),
+        run(cell, params, xs, carry, remat=2, **options),
+    )

@@ -20,7 +20,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.progress = True  # tqdm bar (shown only on a terminal)
 
     config.mesh = ml_collections.ConfigDict()
-    config.mesh.data = 1  # devices the batch is split over: 1 = one device, -1 = all of them
+    config.mesh.data = -1  # devices the batch is split over: -1 = all of them, 1 = one device
+    config.mesh.cpu_devices = -1  # CPU devices made of the cores: -1 = one per core (launcher)
     config.mesh.fsdp = False  # also split params and optimizer state over them (large models)
     return config
 

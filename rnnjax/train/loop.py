@@ -55,6 +55,13 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     spe = data.steps_per_epoch(len(next(iter(task.train.values()))), config.batch_size)
     tx = builders.optimizer(config, spe)
     state, layout = _initial_state(config, task, tx)
+    if jax.process_index() == 0:
+        mesh = layout.mesh
+        print(
+            f"training on {mesh.size} {mesh.devices.flat[0].platform} device(s), "
+            f"{config.batch_size // mesh.size} rows of each batch per device",
+            flush=True,
+        )
     with Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints) as ckpts:
         restored = ckpts.restore(state)
         state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnjax.train import distributed
 from rnnjax.train.state import TrainState, step_key
 
 
@@ -44,9 +45,13 @@ def make_train_step(
 
     With a ``distributed.Layout`` the step takes and returns the state in ``layout.state``'s
     shardings and the batch split along the mesh's data axis; metrics come back replicated.
+    ``forward`` then runs on each device's rows (``distributed.data_parallel``), so the devices'
+    gradients are summed once per step, not once per time step.
     """
 
     forward = forward or model_forward(model)
+    if layout is not None:
+        forward = distributed.data_parallel(forward, layout.mesh)
 
     def step(state: TrainState, batch):
         def loss(params):
