@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
+from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.scan import unroll_linear
 
@@ -66,12 +67,12 @@ def unroll(
     """
     xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
     time, batch = xs_tm.shape[:2]
-    initial = _varying_like(cell.initial_carry(params, (batch,)), (params, xs_tm))
+    initial = varying_like(cell.initial_carry(params, (batch,)), (params, xs_tm))
     if carry is None:
         carry = initial
     else:
         _checks.check_carry(carry, jax.eval_shape(lambda: initial))
-        carry = _varying_like(carry, (params, xs_tm))
+        carry = varying_like(carry, (params, xs_tm))
     valid = None
     if lengths is not None:
         _checks.check_lengths(lengths, batch, time)
@@ -120,24 +121,6 @@ def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
         return xs
     _checks.check_sequence("xs", xs, feature_size)
     return jnp.swapaxes(xs, 0, 1)
-
-
-def _varying_like(carry, inputs):
-    """Inside ``shard_map``, ``carry`` marked as varying over every mesh axis that a leaf of
-    ``inputs`` varies over: the step's new carry does, and ``lax.scan`` needs one carry type.
-    Elsewhere it is returned as is."""
-    axes = frozenset().union(*(_varying_axes(a) for a in jax.tree.leaves(inputs)))
-
-    def cast(a):
-        missing = tuple(sorted(axes - _varying_axes(a)))
-        return jax.lax.pcast(a, missing, to="varying") if missing else a
-
-    return jax.tree.map(cast, carry) if axes else carry
-
-
-def _varying_axes(a) -> frozenset:
-    kind = getattr(jax.typeof(a), "manual_axis_type", None)
-    return kind.varying if kind is not None else frozenset()
 
 
 def _select(mask: jax.Array, on_true, on_false):

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.models._attention import AttentionCarry, attention_init, attention_weights, scores
@@ -168,6 +169,7 @@ def encoder_decoder(
         carry = encode(params, src, src_lengths, key=ke)
         _, xs = tgt_embed.apply(params["tgt_embed"], tgt_in, key=kt)
         if attends:  # step t reads steps <= t only, so steps past tgt_lengths need no freezing
+            carry = varying_like(carry, (params, xs))
             _, ys = jax.lax.scan(lambda c, x: step(params, c, x), carry, jnp.swapaxes(xs, 0, 1))
             ys = jnp.swapaxes(ys, 0, 1)
         else:
