@@ -288,3 +288,10 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_a_finite_checkpoint(dir
     assert int(state.step) == bad
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
     assert not (workdir / "learning_curves.png").exists()
+
+
+def test_a_batch_larger_than_the_training_split_is_named(dirs, tmp_path):
+    config = launch.load_config(str(CONFIG), _overrides(dirs, batch_size=1000))
+    with pytest.raises(ValueError, match=r"has \d+ examples, fewer than batch_size=1000"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -52,7 +52,14 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
         (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
     with distributed.primary_first("load the data"):  # a dataset is prepared once
         task = tasks.build(config)
-    spe = data.steps_per_epoch(len(next(iter(task.train.values()))), config.batch_size)
+    examples = len(next(iter(task.train.values())))
+    spe = data.steps_per_epoch(examples, config.batch_size)
+    if spe == 0:
+        raise ValueError(
+            f"The training split has {examples} examples, fewer than batch_size="
+            f"{config.batch_size}: lower batch_size, or check the data (a data_dir prepared "
+            "from other files is reused as it is)"
+        )
     tx = builders.optimizer(config, spe)
     state, layout = _initial_state(config, task, tx)
     if jax.process_index() == 0:
