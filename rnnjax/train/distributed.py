@@ -60,7 +60,7 @@ def split_cpu(devices: int = -1, batch_size: int | None = None) -> int | None:
 
     Why: XLA:CPU runs a recurrent step's small matmuls on one core about as fast as on two, so
     one intra-op thread pool leaves the other cores mostly idle; split this way, training ran
-    1.3-1.6x and inference 1.2-2x faster on 2 cores (BUILD_NOTES.md). Must run before anything
+    1.2-1.6x and inference 1.2-2x faster on 2 cores (BUILD_NOTES.md). Must run before anything
     touches a device. A count already chosen (``JAX_NUM_CPU_DEVICES``, or ``XLA_FLAGS``'
     ``--xla_force_host_platform_device_count``) is left as it is.
 
