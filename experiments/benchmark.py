@@ -144,7 +144,7 @@ def rnnjax_runner(
     init = functools.partial(rnnjax.train.init_state, model, tx, jax.random.key(0))
     batch = {"inputs": xs, "labels": labels}
     if data_parallel:
-        count = max(n for n in range(1, jax.device_count() + 1) if len(xs) % n == 0)
+        count = distributed.most_devices(len(xs), jax.device_count())
         state, layout = distributed.sharded_state(init, distributed.make_mesh(count))
         batch = distributed.global_batch(batch, layout.batch)
     else:

@@ -30,8 +30,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    distributed.split_cpu(config.mesh.cpu_devices, config.batch_size)  # before any device use
-    distributed.initialize(  # before anything touches a device
+    # Both before anything touches a device.
+    distributed.split_cpu(config.mesh.cpu_devices, config.batch_size)
+    distributed.initialize(
         _ADDRESS.value, _PROCESSES.value, _PROCESS_ID.value, detect_cluster=_DETECT.value
     )
     launch.quiet_library_logs()

@@ -265,6 +265,13 @@ def test_split_cpu_makes_one_device_per_core_unless_already_chosen(args, env, ex
     assert done.stdout.split("\n")[-2] == expected
 
 
+def test_most_devices_splits_the_batch_evenly():
+    assert distributed.most_devices(150, 4) == 3
+    assert distributed.most_devices(64, 4) == 4
+    assert distributed.most_devices(7, 6) == 1
+    assert distributed.most_devices(None, 5) == 5
+
+
 def test_split_cpu_rejects_a_count_below_one():
     with pytest.raises(ValueError, match="mesh.cpu_devices must be -1 .* got 0"):
         distributed.split_cpu(0)

@@ -71,13 +71,17 @@ def split_cpu(devices: int = -1, batch_size: int | None = None) -> int | None:
     if chosen or jax.config.jax_num_cpu_devices != -1:
         return None
     if devices == -1:
-        devices = len(os.sched_getaffinity(0))
-        while batch_size and batch_size % devices:
-            devices -= 1
+        devices = most_devices(batch_size, len(os.sched_getaffinity(0)))
     if devices < 1:
         raise ValueError(f"mesh.cpu_devices must be -1 (one per core) or >= 1, got {devices}")
     jax.config.update("jax_num_cpu_devices", devices)
     return devices
+
+
+def most_devices(batch_size: int | None, available: int) -> int:
+    """The largest count of at most ``available`` devices that splits ``batch_size`` evenly
+    (``available`` itself when no batch size is given)."""
+    return max(n for n in range(1, available + 1) if not batch_size or batch_size % n == 0)
 
 
 def _env_int(name: str) -> int | None:
