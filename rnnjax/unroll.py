@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
+from rnnjax._stepping import prefetching_scan, select
 from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
+from rnnjax.fused_backward import fused_unroll
 from rnnjax.scan import unroll_linear
 
 FULL_UNROLL_MAX_STEPS = 32  # a cell's ``unroll=True`` hint unrolls sequences up to this long
@@ -25,6 +27,7 @@ def unroll(
     hoist: bool = False,
     time_major: bool = False,
     parallel: bool | None = None,
+    fused_backward: bool | None = None,
 ):
     """Runs ``cell`` over a batch of sequences with ``jax.lax.scan``.
 
@@ -55,6 +58,11 @@ def unroll(
         results; ``unroll``, ``remat`` and ``hoist`` then do not apply. False steps them. None
         (default) picks the parallel form except on CPU, where stepping measured 2-5x faster at
         every T up to 4096 (BUILD_NOTES.md).
+      fused_backward: for cells with a ``cell.fused`` split (lstm, gru), differentiate with
+        ``rnnjax.fused_backward``: the reverse scan runs only the gates and the recurrent matmul,
+        and each weight gradient is one matmul over all steps. Same results as autodiff of the
+        scan; None (default) uses it whenever the cell has the split and neither ``remat`` nor
+        ``hoist`` is asked for. False: plain autodiff.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` ``[B, T, cell.output_size]`` (``[T, B, ...]`` if
@@ -93,6 +101,23 @@ def unroll(
         return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
     if unroll is None:
         unroll = cell.unroll if cell.unroll is not True or time <= FULL_UNROLL_MAX_STEPS else 1
+    # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
+    # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
+    prefetch = time > 0 and ((hoist and cell.project is not None) or xs_tm.shape[-1] == 1)
+    if _fused_backward(cell, fused_backward, remat, hoist) and time > 0:
+        final, ys = fused_unroll(
+            cell,
+            params,
+            xs_tm,
+            carry,
+            initial,
+            valid,
+            resets,
+            reverse=reverse,
+            unroll=unroll,
+            prefetch=prefetch,
+        )
+        return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
     hoisted = hoist and cell.project is not None
     if hoisted:
         inputs, step_fn = cell.project(params, xs_tm), cell.recur
@@ -101,18 +126,33 @@ def unroll(
 
     def step(carry, scanned):
         x, valid_t, reset_t = scanned
-        carry_in = carry if reset_t is None else _select(reset_t, initial, carry)
+        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
         new_carry, y = step_fn(params, carry_in, x)
         if valid_t is None:
             return new_carry, y
-        return _select(valid_t, new_carry, carry), _select(valid_t, y, jnp.zeros_like(y))
+        return select(valid_t, new_carry, carry), select(valid_t, y, jnp.zeros_like(y))
 
-    # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
-    # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
-    prefetch = time > 0 and (hoisted or xs_tm.shape[-1] == 1)
     scanned = (inputs, valid, resets)
     final, ys = _scan(step, carry, scanned, time, reverse, unroll, remat, prefetch)
     return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
+
+
+def _fused_backward(cell: Cell, asked: bool | None, remat, hoist: bool) -> bool:
+    """Whether to run the fused backward pass; a request the cell cannot honour is an error."""
+    if asked is False or (asked is None and (remat or hoist)):
+        return False
+    if asked and (remat or hoist):
+        raise ValueError(
+            f"fused_backward=True cannot be combined with remat={remat!r} or hoist={hoist!r}"
+        )
+    if cell.fused is None:
+        if asked:
+            raise ValueError(
+                "fused_backward=True needs a cell with a FusedStep split (cell.fused), such as "
+                "lstm or gru(reset_after=True); this cell has none"
+            )
+        return False
+    return True
 
 
 def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
@@ -123,22 +163,13 @@ def _to_time_major(xs, feature_size: int, time_major: bool) -> jax.Array:
     return jnp.swapaxes(xs, 0, 1)
 
 
-def _select(mask: jax.Array, on_true, on_false):
-    """Per-example ``where`` over carry trees: ``mask [B]`` broadcasts over trailing axes."""
-
-    def pick(a, b):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-
-    return jax.tree.map(pick, on_true, on_false)
-
-
 def _scan(step, carry, scanned, time: int, reverse: bool, unroll, remat, prefetch: bool):
     """``lax.scan`` over time, with optional rematerialisation in blocks of ``remat`` steps."""
     if not remat:
-        return _lax_scan(step, carry, scanned, reverse, unroll, prefetch)
+        return prefetching_scan(step, carry, scanned, reverse, unroll, prefetch)
     block = 1 if remat is True else int(remat)
     if block == 1:
-        return _lax_scan(jax.checkpoint(step), carry, scanned, reverse, unroll, prefetch)
+        return prefetching_scan(jax.checkpoint(step), carry, scanned, reverse, unroll, prefetch)
     inputs, valid, resets = scanned
     padded_time = -(-time // block) * block
     if padded_time != time:
@@ -153,37 +184,10 @@ def _scan(step, carry, scanned, time: int, reverse: bool, unroll, remat, prefetc
 
     @jax.checkpoint
     def run_block(carry, block_inputs):
-        return _lax_scan(step, carry, block_inputs, reverse, unroll, prefetch)
+        return prefetching_scan(step, carry, block_inputs, reverse, unroll, prefetch)
 
     carry, ys = jax.lax.scan(run_block, carry, scanned, reverse=reverse)
     ys = jax.tree.map(lambda a: a.reshape((padded_time,) + a.shape[2:])[:time], ys)
-    return carry, ys
-
-
-def _lax_scan(step, carry, scanned, reverse: bool, unroll, prefetch: bool):
-    """``lax.scan``; with ``prefetch`` each step reads its inputs from the carry, put there by
-    the step before.
-
-    XLA:CPU emits a slow loop for an elementwise fusion that reads a dynamic slice of a scanned
-    array: an LSTM or GRU step fused with its one-feature input ran 2x slower (BUILD_NOTES.md).
-    Carried, the slice is copied on its own and the gate fusion reads a plain buffer.
-    """
-    if not prefetch:
-        return jax.lax.scan(step, carry, scanned, reverse=reverse, unroll=unroll)
-
-    def shift(a):  # at step t: a[t + 1] (a[t - 1] in reverse); the repeated end is never read
-        return jnp.concatenate([a[:1], a[:-1]] if reverse else [a[1:], a[-1:]])
-
-    def ahead(state, upcoming):
-        carry, current = state
-        new_carry, y = step(carry, current)
-        return (new_carry, upcoming), y
-
-    current = jax.tree.map(lambda a: a[-1 if reverse else 0], scanned)
-    state = (carry, current)
-    (carry, _), ys = jax.lax.scan(
-        ahead, state, jax.tree.map(shift, scanned), reverse=reverse, unroll=unroll
-    )
     return carry, ys
 
 

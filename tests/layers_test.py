@@ -225,6 +225,27 @@ def test_rnn_dropout_needs_a_key_and_is_deterministic_per_key():
     np.testing.assert_array_equal(np.asarray(one)[np.arange(T) >= LENGTHS[:, None]], 0.0)
 
 
+@pytest.mark.parametrize("cell", [cells.lstm(H), cells.gru(H)], ids=["lstm", "gru"])
+def test_rnn_carry_dropout_reaches_the_fused_backward_pass(cell):
+    """The fused backward pass recomputes each step's gates: it must see the same mask."""
+    xs, lengths, key = normal(1, (B, T, D)), jnp.asarray(LENGTHS), jax.random.key(3)
+
+    def grads(fused):
+        layer = rnnjax.rnn(cell, carry_dropout=0.4, fused_backward=fused)
+        params, _ = layer.init(jax.random.key(0), D)
+
+        def loss(params, xs):
+            return jnp.sum(jnp.sin(layer.apply(params, xs, lengths=lengths, key=key)[1]))
+
+        return jax.grad(loss, argnums=(0, 1))(params, xs)
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4),
+        grads(True),
+        grads(False),
+    )
+
+
 def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
     layer = rnnjax.rnn(cells.stack(cells.gru(H), cells.gru(H)), carry_dropout=0.2)
     params, _ = layer.init(jax.random.key(0), D)

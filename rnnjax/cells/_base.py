@@ -17,6 +17,27 @@ orthogonal = jax.nn.initializers.orthogonal()
 zeros = jax.nn.initializers.zeros
 
 
+class FusedStep(NamedTuple):
+    """A step written as ``gates(params, carry, pre, recurrent_input(carry) @ params["wh"])``,
+    which lets ``unroll`` run the fused backward pass (``rnnjax.fused_backward``): the reverse
+    scan runs only the gates' VJP and the recurrent matmul, and the weight gradients of all
+    steps are computed afterwards as one large matmul each, as cuDNN does.
+
+    Attributes:
+      recurrent_input: ``carry -> h``, the part of the carry that multiplies ``params["wh"]``.
+      gates: ``(params, carry, pre, rec) -> (carry, y)``; ``pre`` is ``Cell.project``'s output
+        and ``rec`` the recurrent matmul's. Must not read ``params["wx"]`` or ``params["wh"]``.
+      additive: ``gates`` depends on ``pre`` and ``rec`` only through ``pre + rec``, so the
+        backward pass keeps one ``[T, B, G]`` residual instead of two.
+      compute_dtype: the dtype of the recurrent matmul (None: float32), as in ``matmul``.
+    """
+
+    recurrent_input: Callable[[Any], Array]
+    gates: Callable[..., tuple[Any, Array]]
+    additive: bool = False
+    compute_dtype: Any = None
+
+
 class Cell(NamedTuple):
     """One step of one recurrence, as a value of pure functions.
 
@@ -39,6 +60,9 @@ class Cell(NamedTuple):
       unroll: the ``lax.scan`` unroll ``rnnjax.unroll`` uses when given none, tuned per cell on
         XLA:CPU (BUILD_NOTES.md): ``True`` unrolls sequences of up to 32 steps fully and steps
         longer ones one at a time, bounding compile time.
+      fused: optional ``FusedStep``, the same step split around its recurrent matmul, for the
+        fused backward pass; ``recur(p, c, pre)`` equals
+        ``fused.gates(p, c, pre, recurrent_input(c) @ p["wh"])``.
     """
 
     init: Callable[[Array, int], Params]
@@ -50,6 +74,7 @@ class Cell(NamedTuple):
     recur: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
     linear: Any = None
     unroll: int | bool = 1
+    fused: FusedStep | None = None
 
 
 def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
@@ -68,27 +93,30 @@ def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _mixed_matmul(x: Array, w: Array, compute_dtype) -> Array:
-    return _low_precision_dot(x, w, compute_dtype)
+    return low_precision_dot(x, w, compute_dtype)
 
 
-def _low_precision_dot(a: Array, b: Array, compute_dtype, dims=None) -> Array:
+def low_precision_dot(a: Array, b: Array, compute_dtype, dims=None) -> Array:
     """``a @ b`` (or ``dot_general`` over ``dims``) of operands cast to ``compute_dtype``,
-    accumulated in float32."""
-    a, b = a.astype(compute_dtype), b.astype(compute_dtype)
+    accumulated in float32; in the operands' own dtype when ``compute_dtype`` is None."""
+    accumulate = None
+    if compute_dtype is not None:
+        a, b = a.astype(compute_dtype), b.astype(compute_dtype)
+        accumulate = jnp.float32
     if dims is None:
-        return jnp.matmul(a, b, preferred_element_type=jnp.float32)
-    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+        return jnp.matmul(a, b, preferred_element_type=accumulate)
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=accumulate)
 
 
 def _mixed_matmul_fwd(x, w, compute_dtype):
-    return _low_precision_dot(x, w, compute_dtype), (x, w)
+    return low_precision_dot(x, w, compute_dtype), (x, w)
 
 
 def _mixed_matmul_bwd(compute_dtype, residuals, grad):
     x, w = residuals
-    dx = _low_precision_dot(grad, w.T, compute_dtype)
+    dx = low_precision_dot(grad, w.T, compute_dtype)
     batch_axes = tuple(range(x.ndim - 1))
-    dw = _low_precision_dot(x, grad, compute_dtype, ((batch_axes, batch_axes), ((), ())))
+    dw = low_precision_dot(x, grad, compute_dtype, ((batch_axes, batch_axes), ((), ())))
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
@@ -117,13 +145,24 @@ def hoistable(
     input_size=lambda p: p["wx"].shape[0],
     *,
     unroll: int | bool = 1,
+    fused: FusedStep | None = None,
 ) -> Cell:
     """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
 
     def apply(params, carry, x):
         return recur(params, carry, project(params, x))
 
-    return Cell(init, initial_carry, apply, output_size, input_size, project, recur, unroll=unroll)
+    return Cell(
+        init,
+        initial_carry,
+        apply,
+        output_size,
+        input_size,
+        project,
+        recur,
+        unroll=unroll,
+        fused=fused,
+    )
 
 
 def fused_init(init: Initializer, key: Array, rows: int, units: int, gates: int) -> Array:

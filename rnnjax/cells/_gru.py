@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from rnnjax.cells._base import (
     Cell,
+    FusedStep,
     carry_maker,
     check_compute_dtype,
     fused_init,
@@ -61,18 +62,25 @@ def gru(
     def project(params, x):
         return matmul(x, params["wx"], compute_dtype) + params["b"]
 
-    def recur(params, h, pre):
+    def gates_after_reset(params, h, pre, rec):
         x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
-        if reset_after:
-            h_r, h_z, h_n = jnp.split(matmul(h, params["wh"], compute_dtype), 3, axis=-1)
-            r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + r * (h_n + params["bh_n"]))
-        else:
-            w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
-            h_r, h_z = jnp.split(matmul(h, w_rz, compute_dtype), 2, axis=-1)
-            r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-            n = jnp.tanh(x_n + matmul(r * h, w_n, compute_dtype))
+        h_r, h_z, h_n = jnp.split(rec, 3, axis=-1)
+        r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * (h_n + params["bh_n"]))
         h = (1.0 - z) * n + z * h
         return h, h
 
-    return hoistable(init, initial_carry, project, recur, units)
+    def recur(params, h, pre):
+        if reset_after:
+            return gates_after_reset(params, h, pre, matmul(h, params["wh"], compute_dtype))
+        x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
+        w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
+        h_r, h_z = jnp.split(matmul(h, w_rz, compute_dtype), 2, axis=-1)
+        r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + matmul(r * h, w_n, compute_dtype))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    # reset before the matmul puts r ⊙ h inside it, so only reset_after has the fused split
+    fused = FusedStep(lambda h: h, gates_after_reset, False, compute_dtype) if reset_after else None
+    return hoistable(init, initial_carry, project, recur, units, fused=fused)

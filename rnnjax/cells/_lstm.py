@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from rnnjax.cells._base import (
     Cell,
+    FusedStep,
     carry_maker,
     check_compute_dtype,
     fused_init,
@@ -99,9 +100,8 @@ def lstm(
     def project(params, x):
         return norm(params, "ln_x", matmul(x, params["wx"], compute_dtype)) + params["b"]
 
-    def recur(params, carry, pre):
-        gates = pre + norm(params, "ln_h", matmul(carry.h, params["wh"], compute_dtype))
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
+    def gates(params, carry, pre, rec):
+        i, f, g, o = jnp.split(pre + norm(params, "ln_h", rec), 4, axis=-1)
         if peepholes:
             p_i, p_f, p_o = params["peep"]
             i, f = i + p_i * carry.c, f + p_f * carry.c
@@ -115,4 +115,8 @@ def lstm(
             h = matmul(h, params["w_proj"], compute_dtype)
         return LSTMCarry(c, h), h
 
-    return hoistable(init, initial_carry, project, recur, out)
+    def recur(params, carry, pre):
+        return gates(params, carry, pre, matmul(carry.h, params["wh"], compute_dtype))
+
+    fused = FusedStep(lambda carry: carry.h, gates, not layer_norm, compute_dtype)
+    return hoistable(init, initial_carry, project, recur, out, fused=fused)
