@@ -1,12 +1,13 @@
 """The fused backward pass of an unroll, for cells that provide a ``FusedStep``.
 
 Autodiff of ``lax.scan`` keeps whatever residuals each step's linearisation needs and, in the
-reverse loop, multiplies by ``Whᵀ`` transposed (and, with a ``compute_dtype``, re-cast) at every
-step. Here the forward pass keeps only each step's incoming carry and gate pre-activations
-``z``; the reverse loop recomputes the gates from them, runs their VJP, multiplies ``dz`` by a
-``Whᵀ`` made once outside the loop in the compute dtype, and adds each step's weight gradients
-to running sums. Results equal autodiff's (tests); BUILD_NOTES.md has the measurements, and why
-the weight gradients are not left to one large matmul after the loop.
+reverse loop, transposes ``Wh`` (and, with a ``compute_dtype``, re-casts it) at every step. Here
+the forward pass keeps only each step's incoming carry and gate pre-activations ``z``; the
+reverse loop recomputes the gates from them, runs their VJP and multiplies ``dz`` by a ``Whᵀ``
+made once, outside the loop, in the compute dtype. The weight gradients are either summed step by
+step inside the loop or, for short sequences with low-precision matmuls, computed after it as
+one large matmul each over all ``T·B`` rows, as cuDNN does (``weight_grads_after_loop``).
+Results equal autodiff's (tests); BUILD_NOTES.md has the measurements.
 """
 
 import functools
@@ -19,6 +20,7 @@ from rnnjax._vma import varying_like
 from rnnjax.cells._base import FusedStep, low_precision_dot
 
 OVER_BATCH = (((0,), (0,)), ((), ()))  # dot_general dims: contract the batch axis of both
+AFTER_LOOP_MAX_BYTES = 10 << 20  # stored gate gradients, per device (weight_grads_after_loop)
 
 
 def fused_unroll(cell, params, xs, carry, initial, valid, resets, *, reverse, unroll, prefetch):
@@ -62,6 +64,7 @@ def _backward(static, residuals, cotangents):
     wh_t = _cast(params["wh"].T, step.compute_dtype)  # once, not at every step
     gates = _gates_of_sum(step) if step.additive else step.gates
     gate_params = {k: v for k, v in params.items() if k not in ("wx", "wh")}
+    after = weight_grads_after_loop(step.compute_dtype, kept)
 
     def body(acc, scanned):
         d_carry, d_params, d_initial = acc
@@ -82,19 +85,41 @@ def _backward(static, residuals, cotangents):
             d_initial = _add(d_initial, select(reset_t, d_carry_in, _zeros(d_carry_in)))
             d_carry_in = select(reset_t, _zeros(d_carry_in), d_carry_in)
         d_previous = d_carry_in if d_skip is None else _add(d_carry_in, d_skip)
+        d_params = _add_to(d_params, d_gate_params)
+        if after:
+            return (d_previous, d_params, d_initial), tuple(d_kept)
         _, project_vjp = jax.vjp(project, params, x)
         d_step, d_x = project_vjp(d_pre)
         d_wh = low_precision_dot(h, d_rec, step.compute_dtype, OVER_BATCH)
-        d_step = d_step | {"wh": d_step["wh"] + d_wh}
-        d_step = d_step | {k: _add(d_step[k], g) for k, g in d_gate_params.items()}
-        return (d_previous, _add(d_params, d_step), d_initial), d_x
+        return (d_previous, _add(d_params, _add_to(d_step, {"wh": d_wh})), d_initial), d_x
 
     acc = varying_like((d_final, _zeros(params), _zeros(initial)), (params, d_ys))
     scanned = (d_ys, xs, valid, resets, carries_in, kept)
-    (d_carry, d_params, d_initial), d_xs = jax.lax.scan(
+    (d_carry, d_params, d_initial), outputs = jax.lax.scan(
         body, acc, scanned, reverse=not reverse, unroll=unroll
     )
-    return d_params, d_xs, d_carry, d_initial, None, None
+    if not after:
+        return d_params, outputs, d_carry, d_initial, None, None
+    d_pre, d_rec = outputs[0], outputs[-1]  # [T, B, G]: every step's gate gradients
+    _, project_vjp = jax.vjp(project, params, xs)
+    d_projected, d_xs = project_vjp(d_pre)
+    over_steps = (((0, 1), (0, 1)), ((), ()))
+    h_all = step.recurrent_input(carries_in)
+    d_wh = low_precision_dot(h_all, d_rec, step.compute_dtype, over_steps)
+    return _add(d_params, _add_to(d_projected, {"wh": d_wh})), d_xs, d_carry, d_initial, None, None
+
+
+def weight_grads_after_loop(compute_dtype, kept) -> bool:
+    """Whether the weight gradients are one matmul over all steps after the reverse loop (as
+    cuDNN does) rather than sums of per-step products inside it.
+
+    Measured on XLA:CPU (BUILD_NOTES.md): after the loop pays only with low-precision matmuls,
+    whose large products run ~3x faster than their per-step ones, and only while the stored
+    ``[T, B, G]`` gate gradients stay small (1.1-1.3x faster up to 8.6 MB, 0.6-0.85x from
+    12.8 MB); with float32 matmuls the per-step products measured faster at every size.
+    """
+    size = sum(a.size * a.dtype.itemsize for a in kept)
+    return compute_dtype is not None and size <= AFTER_LOOP_MAX_BYTES
 
 
 _fused.defvjp(_forward, _backward)
@@ -119,3 +144,8 @@ def _zeros(tree):
 
 def _add(a, b):
     return jax.tree.map(jnp.add, a, b)
+
+
+def _add_to(d_params: dict, grads: dict) -> dict:
+    """``d_params`` with ``grads`` (a dict of some of its keys) added in."""
+    return d_params | {k: _add(d_params[k], g) for k, g in grads.items()}

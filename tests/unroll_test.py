@@ -16,7 +16,7 @@ import pytest
 from gradcheck import check_grads, fast_jit
 
 import rnnjax
-from rnnjax import cells
+from rnnjax import cells, fused_backward
 
 B, T, D, H, P = 3, 6, 4, 5, 3
 
@@ -562,13 +562,26 @@ FUSED_CELLS = {
     "learnable_lstm": lambda: get_cell("learnable_lstm"),  # additive: z = pre + rec kept
     "learnable_gru": lambda: get_cell("learnable_gru"),
     "lstm_bfloat16": lambda: cells.lstm(H, proj_size=P, compute_dtype="bfloat16"),
+    "gru_bfloat16": lambda: cells.gru(H, learn_initial_carry=True, compute_dtype="bfloat16"),
 }
+# float32: weight gradients summed inside the reverse loop; bfloat16 at these sizes: after it,
+# and inside it when the size limit for "after" is set below any size
+FUSED_CASES = [(name, False) for name in FUSED_CELLS] + [
+    ("lstm_bfloat16", True),
+    ("gru_bfloat16", True),
+]
 
 
-@pytest.mark.parametrize("name", list(FUSED_CELLS))
-def test_fused_backward_equals_autodiff(name):
+@pytest.mark.parametrize(
+    "name, in_loop",
+    FUSED_CASES,
+    ids=[name + ("-weight_grads_in_loop" if in_loop else "") for name, in_loop in FUSED_CASES],
+)
+def test_fused_backward_equals_autodiff(name, in_loop, monkeypatch):
     """Outputs and gradients (params, inputs, given carry) equal plain autodiff of the scan,
     with lengths, resets and reverse all in play."""
+    if in_loop:
+        monkeypatch.setattr(fused_backward, "AFTER_LOOP_MAX_BYTES", -1)
     cell = FUSED_CELLS[name]()
     assert cell.fused is not None
     params, xs = setup(cell, seed=30)
