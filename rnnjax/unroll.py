@@ -59,10 +59,11 @@ def unroll(
         (default) picks the parallel form except on CPU, where stepping measured 2-5x faster at
         every T up to 4096 (BUILD_NOTES.md).
       fused_backward: for cells with a ``cell.fused`` split (lstm, gru), differentiate with
-        ``rnnjax.fused_backward``: the reverse scan runs only the gates and the recurrent matmul,
-        and each weight gradient is one matmul over all steps. Same results as autodiff of the
-        scan; None (default) uses it whenever the cell has the split and neither ``remat`` nor
-        ``hoist`` is asked for. False: plain autodiff.
+        ``rnnjax.fused_backward``: the forward pass keeps only carries and gate pre-activations,
+        and the reverse scan recomputes the gates and multiplies by ``Whᵀ`` cast once (with
+        bfloat16 matmuls on short sequences the weight gradients are then one matmul over all
+        steps). Same results as autodiff of the scan; None (default) uses it whenever the cell
+        has the split and neither ``remat`` nor ``hoist`` is asked for. False: plain autodiff.
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` ``[B, T, cell.output_size]`` (``[T, B, ...]`` if
