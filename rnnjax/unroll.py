@@ -63,7 +63,9 @@ def unroll(
         and the reverse scan recomputes the gates and multiplies by ``Whᵀ`` cast once (with
         bfloat16 matmuls on short sequences the weight gradients are then one matmul over all
         steps). Same results as autodiff of the scan; None (default) uses it whenever the cell
-        has the split and neither ``remat`` nor ``hoist`` is asked for. False: plain autodiff.
+        has the split and neither ``remat`` nor ``hoist`` is asked for. False: plain autodiff,
+        which forward-mode ``jax.jvp`` / ``jax.jacfwd`` need (a ``custom_vjp`` has no JVP;
+        ``jax.grad``, ``jax.hessian`` and forward-over-reverse work either way).
 
     Returns:
       ``(final_carry, ys)`` with ``ys`` ``[B, T, cell.output_size]`` (``[T, B, ...]`` if
