@@ -109,6 +109,9 @@ def _backward(static, residuals, cotangents):
     return _add(d_params, _add_to(d_projected, {"wh": d_wh})), d_xs, d_carry, d_initial, None, None
 
 
+_fused.defvjp(_forward, _backward)
+
+
 def weight_grads_after_loop(compute_dtype, kept) -> bool:
     """Whether the weight gradients are one matmul over all steps after the reverse loop (as
     cuDNN does) rather than sums of per-step products inside it.
@@ -120,9 +123,6 @@ def weight_grads_after_loop(compute_dtype, kept) -> bool:
     """
     size = sum(a.size * a.dtype.itemsize for a in kept)
     return compute_dtype is not None and size <= AFTER_LOOP_MAX_BYTES
-
-
-_fused.defvjp(_forward, _backward)
 
 
 def _gates_of_sum(step: FusedStep):

@@ -148,11 +148,12 @@ def _fused_backward(cell: Cell, asked: bool | None, remat, hoist: bool) -> bool:
         raise ValueError(
             f"fused_backward=True cannot be combined with remat={remat!r} or hoist={hoist!r}"
         )
-    if cell.fused is None:
+    if cell.fused is None or cell.project is None:
         if asked:
             raise ValueError(
-                "fused_backward=True needs a cell with a FusedStep split (cell.fused), such as "
-                "lstm or gru(reset_after=True); this cell has none"
+                "fused_backward=True needs a cell with a FusedStep split (cell.fused) and an "
+                "input projection (cell.project), such as lstm or gru(reset_after=True); this "
+                f"cell has fused={cell.fused is not None}, project={cell.project is not None}"
             )
         return False
     return True

@@ -19,9 +19,8 @@ zeros = jax.nn.initializers.zeros
 
 class FusedStep(NamedTuple):
     """A step written as ``gates(params, carry, pre, recurrent_input(carry) @ params["wh"])``,
-    which lets ``unroll`` run the fused backward pass (``rnnjax.fused_backward``): the reverse
-    scan runs only the gates' VJP and the recurrent matmul, and the weight gradients of all
-    steps are computed afterwards as one large matmul each, as cuDNN does.
+    which lets ``unroll`` run the fused backward pass (``rnnjax.fused_backward``). The cell
+    also needs ``Cell.project`` (``pre`` below) and its params a ``"wh"`` entry.
 
     Attributes:
       recurrent_input: ``carry -> h``, the part of the carry that multiplies ``params["wh"]``.
