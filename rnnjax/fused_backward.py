@@ -94,7 +94,7 @@ def _backward(static, residuals, cotangents):
         return (d_previous, _add(d_params, _add_to(d_step, {"wh": d_wh})), d_initial), d_x
 
     acc = varying_like((d_final, _zeros(params), _zeros(initial)), (params, d_ys))
-    scanned = (d_ys, xs, valid, resets, carries_in, kept)
+    scanned = (d_ys, None if after else xs, valid, resets, carries_in, kept)  # x: per step
     (d_carry, d_params, d_initial), outputs = jax.lax.scan(
         body, acc, scanned, reverse=not reverse, unroll=unroll
     )

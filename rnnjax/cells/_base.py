@@ -135,6 +135,17 @@ def check_compute_dtype(compute_dtype):
     return dtype
 
 
+def fused_recur(fused: FusedStep):
+    """The ``recur`` of a ``FusedStep``: its gates on its recurrent matmul, so the two can never
+    disagree."""
+
+    def recur(params, carry, pre):
+        h = fused.recurrent_input(carry)
+        return fused.gates(params, carry, pre, matmul(h, params["wh"], fused.compute_dtype))
+
+    return recur
+
+
 def hoistable(
     init,
     initial_carry,

@@ -9,6 +9,7 @@ from rnnjax.cells._base import (
     carry_maker,
     check_compute_dtype,
     fused_init,
+    fused_recur,
     glorot_uniform,
     hoistable,
     matmul,
@@ -70,9 +71,7 @@ def gru(
         h = (1.0 - z) * n + z * h
         return h, h
 
-    def recur(params, h, pre):
-        if reset_after:
-            return gates_after_reset(params, h, pre, matmul(h, params["wh"], compute_dtype))
+    def recur_reset_before(params, h, pre):
         x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
         w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
         h_r, h_z = jnp.split(matmul(h, w_rz, compute_dtype), 2, axis=-1)
@@ -82,5 +81,7 @@ def gru(
         return h, h
 
     # reset before the matmul puts r ⊙ h inside it, so only reset_after has the fused split
-    fused = FusedStep(lambda h: h, gates_after_reset, False, compute_dtype) if reset_after else None
-    return hoistable(init, initial_carry, project, recur, units, fused=fused)
+    if not reset_after:
+        return hoistable(init, initial_carry, project, recur_reset_before, units)
+    fused = FusedStep(lambda h: h, gates_after_reset, False, compute_dtype)
+    return hoistable(init, initial_carry, project, fused_recur(fused), units, fused=fused)

@@ -11,6 +11,7 @@ from rnnjax.cells._base import (
     carry_maker,
     check_compute_dtype,
     fused_init,
+    fused_recur,
     glorot_uniform,
     hoistable,
     layer_normalize,
@@ -115,8 +116,5 @@ def lstm(
             h = matmul(h, params["w_proj"], compute_dtype)
         return LSTMCarry(c, h), h
 
-    def recur(params, carry, pre):
-        return gates(params, carry, pre, matmul(carry.h, params["wh"], compute_dtype))
-
     fused = FusedStep(lambda carry: carry.h, gates, not layer_norm, compute_dtype)
-    return hoistable(init, initial_carry, project, recur, out, fused=fused)
+    return hoistable(init, initial_carry, project, fused_recur(fused), out, fused=fused)
