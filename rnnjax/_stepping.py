@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 
+from rnnjax._vma import varying_like
+
 
 def select(mask: jax.Array, on_true, on_false):
     """Per-example ``where`` over carry trees: ``mask [B]`` broadcasts over trailing axes."""
@@ -38,3 +40,22 @@ def prefetching_scan(step, carry, scanned, reverse: bool, unroll, prefetch: bool
         ahead, state, jax.tree.map(shift, scanned), reverse=reverse, unroll=unroll
     )
     return carry, ys
+
+
+def at_last_step(ys: jax.Array, lengths: jax.Array | None, time_axis: int) -> jax.Array:
+    """Each sequence's entry of ``ys`` at its last valid step (zeros for empty sequences)."""
+    if lengths is None:
+        return jnp.take(ys, -1, axis=time_axis)
+    index = jnp.maximum(lengths - 1, 0)
+    index = jnp.expand_dims(index, tuple(a for a in range(ys.ndim) if a != 1 - time_axis))
+    last = jnp.squeeze(jnp.take_along_axis(ys, index, axis=time_axis), time_axis)
+    return jnp.where((lengths > 0)[:, None], last, 0.0)
+
+
+def zero_output(step, carry, scanned, like):
+    """Zeros shaped as the output ``y`` of ``step(carry, x) -> (carry, y)`` for one step of
+    ``scanned [T, ...]`` (traced for shapes only), typed to vary like ``like`` inside
+    ``shard_map``: the start of a scan that carries its latest output."""
+    x = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), scanned)
+    _, y = jax.eval_shape(step, carry, x)
+    return varying_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), y), like)

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnnjax._stepping import prefetching_scan, select
+from rnnjax._stepping import prefetching_scan, select, zero_output
 from rnnjax._vma import varying_like
 from rnnjax.cells._base import FusedStep, low_precision_dot
 
@@ -23,11 +23,25 @@ OVER_BATCH = (((0,), (0,)), ((), ()))  # dot_general dims: contract the batch ax
 AFTER_LOOP_MAX_BYTES = 10 << 20  # stored gate gradients, per device (weight_grads_after_loop)
 
 
-def fused_unroll(cell, params, xs, carry, initial, valid, resets, *, reverse, unroll, prefetch):
+def fused_unroll(
+    cell,
+    params,
+    xs,
+    carry,
+    initial,
+    valid,
+    resets,
+    *,
+    reverse,
+    unroll,
+    prefetch,
+    return_sequences=True,
+):
     """Runs ``cell`` over time-major ``xs [T, B, D]`` like ``rnnjax.unroll``'s scan, with the
     fused backward pass. ``initial`` is the carry a reset restores; ``valid [T, B]`` and
-    ``resets [T, B]`` are optional masks. Returns ``(final_carry, ys [T, B, ...])``."""
-    static = (cell.fused, cell.project, reverse, unroll, prefetch)
+    ``resets [T, B]`` are optional masks. Returns ``(final_carry, ys [T, B, ...])``, or the
+    last valid output ``[B, ...]`` in place of ``ys`` without ``return_sequences``."""
+    static = (cell.fused, cell.project, reverse, unroll, prefetch, return_sequences)
     return _fused(static, params, xs, carry, initial, valid, resets)
 
 
@@ -37,38 +51,54 @@ def _fused(static, params, xs, carry, initial, valid, resets):
 
 
 def _forward(static, params, xs, carry, initial, valid, resets):
-    step, project, reverse, unroll, prefetch = static
+    step, project, reverse, unroll, prefetch, return_sequences = static
     wh = _cast(params["wh"], step.compute_dtype)  # once, not at every step
 
-    def body(carry, scanned):
-        x, valid_t, reset_t = scanned
-        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
+    def run_step(carry_in, x):
         pre = project(params, x)
         rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
         new, y = step.gates(params, carry_in, pre, rec)
-        if valid_t is not None:
-            new, y = select(valid_t, new, carry), select(valid_t, y, jnp.zeros_like(y))
-        kept = (pre + rec,) if step.additive else (pre, rec)
-        return new, (y, (carry_in, kept))
+        return new, (y, (pre + rec,) if step.additive else (pre, rec))
 
-    final, (ys, saved) = prefetching_scan(
-        body, carry, (xs, valid, resets), reverse, unroll, prefetch
+    def body(state, scanned):
+        carry, last = state  # last: the latest valid output, without return_sequences
+        x, valid_t, reset_t = scanned
+        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
+        new, (y, kept) = run_step(carry_in, x)
+        if valid_t is not None:
+            new = select(valid_t, new, carry)
+            y = select(valid_t, y, jnp.zeros_like(y) if last is None else last)
+        if return_sequences:
+            return (new, None), (y, (carry_in, kept))
+        return (new, y), (None, (carry_in, kept))
+
+    last = None
+    if not return_sequences:
+        last = zero_output(lambda c, x: (c, run_step(c, x)[1][0]), carry, xs, (params, xs))
+    (final, last), (ys, saved) = prefetching_scan(
+        body, (carry, last), (xs, valid, resets), reverse, unroll, prefetch
     )
-    return (final, ys), (params, xs, initial, valid, resets, saved)
+    outputs = ys if return_sequences else last
+    return (final, outputs), (params, xs, initial, valid, resets, saved)
 
 
 def _backward(static, residuals, cotangents):
-    step, project, reverse, unroll, _ = static
+    step, project, reverse, unroll, _, return_sequences = static
     params, xs, initial, valid, resets, (carries_in, kept) = residuals
-    d_final, d_ys = cotangents
+    d_final, d_outputs = cotangents
+    d_ys, d_last = (d_outputs, None) if return_sequences else (None, d_outputs)
     wh_t = _cast(params["wh"].T, step.compute_dtype)  # once, not at every step
     gates = _gates_of_sum(step) if step.additive else step.gates
     gate_params = {k: v for k, v in params.items() if k not in ("wx", "wh")}
     after = weight_grads_after_loop(step.compute_dtype, kept)
 
     def body(acc, scanned):
-        d_carry, d_params, d_initial = acc
+        d_carry, d_last, d_params, d_initial = acc
         d_y, x, valid_t, reset_t, carry_in, kept_t = scanned
+        if d_last is not None:  # all of it to the last valid step, the first one met here
+            d_y, d_last = d_last, jnp.zeros_like(d_last)
+            if valid_t is not None:
+                d_y, d_last = select(valid_t, d_y, d_last), select(valid_t, d_last, d_y)
         d_skip = None
         if valid_t is not None:  # past the end the carry was passed on and y was zero
             d_skip = select(valid_t, _zeros(d_carry), d_carry)
@@ -87,15 +117,17 @@ def _backward(static, residuals, cotangents):
         d_previous = d_carry_in if d_skip is None else _add(d_carry_in, d_skip)
         d_params = _add_to(d_params, d_gate_params)
         if after:
-            return (d_previous, d_params, d_initial), tuple(d_kept)
+            return (d_previous, d_last, d_params, d_initial), tuple(d_kept)
         _, project_vjp = jax.vjp(project, params, x)
         d_step, d_x = project_vjp(d_pre)
         d_wh = low_precision_dot(h, d_rec, step.compute_dtype, OVER_BATCH)
-        return (d_previous, _add(d_params, _add_to(d_step, {"wh": d_wh})), d_initial), d_x
+        d_params = _add(d_params, _add_to(d_step, {"wh": d_wh}))
+        return (d_previous, d_last, d_params, d_initial), d_x
 
-    acc = varying_like((d_final, _zeros(params), _zeros(initial)), (params, d_ys))
+    acc = (d_final, d_last, _zeros(params), _zeros(initial))
+    acc = varying_like(acc, (params, d_outputs))
     scanned = (d_ys, None if after else xs, valid, resets, carries_in, kept)  # x: per step
-    (d_carry, d_params, d_initial), outputs = jax.lax.scan(
+    (d_carry, _, d_params, d_initial), outputs = jax.lax.scan(
         body, acc, scanned, reverse=not reverse, unroll=unroll
     )
     if not after:

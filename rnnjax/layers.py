@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._stepping import at_last_step
 from rnnjax.cells import Cell, LSTMCarry
 from rnnjax.cells._base import (
     check_compute_dtype,
@@ -24,10 +25,16 @@ from rnnjax.unroll import unroll
 
 
 class Layer(NamedTuple):
-    """A sequence block: ``init(key, in_size) -> (params, out_size)`` and ``apply`` (above)."""
+    """A sequence block: ``init(key, in_size) -> (params, out_size)`` and ``apply`` (above).
+
+    ``last``, optional, has ``apply``'s signature and returns ``(carry, y [B, out_size])``:
+    ``apply``'s output at each sequence's last valid step (zeros for an empty one), computed
+    without storing the other steps' outputs. ``seq2vec(pool="last")`` uses it when present.
+    """
 
     init: Callable[[jax.Array, int], tuple[Any, int]]
     apply: Callable[..., tuple[Any, jax.Array]]
+    last: Callable[..., tuple[Any, jax.Array]] | None = None
 
 
 def rnn(
@@ -48,7 +55,8 @@ def rnn(
         the recurrent matmul (``h``; an LSTM's ``c`` is left alone).
       **unroll_options: ``unroll``, ``remat``, ``hoist``, as for ``rnnjax.unroll``.
 
-    ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``.
+    ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``;
+    a forward layer also has ``last`` (``Layer``), which unrolls with ``return_sequences=False``.
 
     Example:
       >>> layer = rnnjax.rnn(rnnjax.cells.lstm(64), carry_dropout=0.25)
@@ -61,7 +69,7 @@ def rnn(
     def init(key, in_size):
         return cell.init(key, in_size), cell.output_size
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
+    def run(params, xs, carry, lengths, key, return_sequences):
         step_cell = cell
         if key is not None and input_dropout > 0:
             shape = (xs.shape[0], 1, xs.shape[-1])
@@ -70,11 +78,16 @@ def rnn(
         if key is not None and carry_dropout > 0:
             carry_key = jax.random.fold_in(key, 1)
             step_cell = _with_carry_dropout(cell, params, carry_key, carry_dropout, xs.shape[0])
-        return unroll(
-            step_cell, params, xs, carry, lengths=lengths, reverse=reverse, **unroll_options
-        )
+        options = unroll_options | {"return_sequences": return_sequences}
+        return unroll(step_cell, params, xs, carry, lengths=lengths, reverse=reverse, **options)
 
-    return Layer(init, apply)
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, return_sequences=True)
+
+    def last(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, return_sequences=False)
+
+    return Layer(init, apply, None if reverse else last)
 
 
 def bidirectional(
@@ -132,20 +145,27 @@ def serial(*layers: Layer) -> Layer:
             params[str(i)], size = layer.init(k, size)
         return params, size
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
+    def run(params, xs, carry, lengths, key, last_only):
         carries = (None,) * len(layers) if carry is None else carry
         if len(carries) != len(layers):
             raise ValueError(f"carry must be a tuple of {len(layers)} carries, got {len(carries)}")
         finals = []
         for i, (layer, layer_carry) in enumerate(zip(layers, carries, strict=True)):
             layer_key = None if key is None else jax.random.fold_in(key, i)
-            layer_carry, xs = layer.apply(
+            apply_layer = layer.last if last_only and i == len(layers) - 1 else layer.apply
+            layer_carry, xs = apply_layer(
                 params[str(i)], xs, layer_carry, lengths=lengths, key=layer_key
             )
             finals.append(layer_carry)
         return tuple(finals), xs
 
-    return Layer(init, apply)
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, last_only=False)
+
+    def last(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, last_only=True)
+
+    return Layer(init, apply, last if layers[-1].last is not None else None)
 
 
 def residual(layer: Layer) -> Layer:
@@ -161,7 +181,11 @@ def residual(layer: Layer) -> Layer:
         carry, ys = layer.apply(params, xs, carry, lengths=lengths, key=key)
         return carry, xs + ys
 
-    return Layer(init, apply)
+    def last(params, xs, carry=None, *, lengths=None, key=None):
+        carry, y = layer.last(params, xs, carry, lengths=lengths, key=key)
+        return carry, at_last_step(xs, lengths, time_axis=1) + y
+
+    return Layer(init, apply, last if layer.last is not None else None)
 
 
 def dense(

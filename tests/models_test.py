@@ -52,6 +52,53 @@ def test_seq2vec_pools_valid_steps_like_numpy(pool):
     np.testing.assert_array_equal(got[2], 0.0)  # the empty sequence
 
 
+LAST_BODIES = {
+    "rnn_dropout": lambda: rnnjax.rnn(cells.lstm(H), input_dropout=0.2, carry_dropout=0.3),
+    "serial": lambda: rnnjax.serial(
+        rnnjax.rnn(cells.gru(H)), rnnjax.dropout(0.2), rnnjax.rnn(cells.simple(H))
+    ),
+    "serial_residual": lambda: rnnjax.serial(
+        rnnjax.dense(H), rnnjax.residual(rnnjax.rnn(cells.gru(H), carry_dropout=0.2))
+    ),
+}
+
+
+@pytest.mark.parametrize("body", list(LAST_BODIES))
+def test_seq2vec_last_without_all_outputs_equals_pooling_them(body):
+    """With ``Layer.last`` seq2vec never stores all outputs; values and gradients equal pooling
+    the outputs of ``apply``, dropout keys and lengths included."""
+    body = LAST_BODIES[body]()
+    assert body.last is not None
+    model = seq2vec(body, rnnjax.dense(3), in_size=D)
+    params = model.init(jax.random.key(0))
+    xs, lengths, key = normal(1, (B, T, D)), jnp.asarray(LENGTHS), jax.random.key(5)
+
+    def pooled_loss(params):
+        kb, kh = jax.random.split(key)
+        _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
+        pooled = rnnjax.models.pool_steps(ys, lengths, "last")
+        return jnp.sum(jnp.sin(rnnjax.dense(3).apply(params["head"], pooled, key=kh)[1]))
+
+    def model_loss(params):
+        return jnp.sum(jnp.sin(model.apply(params, xs, lengths=lengths, key=key)))
+
+    value, grads = jax.jit(jax.value_and_grad(model_loss))(params)
+    want_value, want_grads = jax.jit(jax.value_and_grad(pooled_loss))(params)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_only_bodies_that_end_in_a_forward_rnn_have_last():
+    """The output at the last valid position is the last step run only for a forward rnn."""
+    forward = rnnjax.rnn(cells.gru(H))
+    assert rnnjax.rnn(cells.gru(H), reverse=True).last is None
+    assert rnnjax.bidirectional(cells.gru(H)).last is None
+    assert rnnjax.serial(forward, rnnjax.dense(2)).last is None
+    assert rnnjax.residual(rnnjax.bidirectional(cells.gru(H), merge="sum")).last is None
+    assert rnnjax.serial(rnnjax.bidirectional(cells.gru(H)), forward).last is not None
+
+
 def test_seq2vec_rejects_unknown_pool():
     with pytest.raises(ValueError, match="pool"):
         seq2vec(rnnjax.rnn(cells.gru(H)), identity, in_size=D, pool="sum")

@@ -555,6 +555,58 @@ def test_unroll_inside_shard_map_equals_plain_unroll(name, given_carry, remat):
     )
 
 
+# ---------------------------------------------------------------- the last output alone
+
+LAST_OUTPUT_CASES = {
+    "simple_full_unroll": ("simple", {}),
+    "lstm_fused": ("lstm", {"masked": True}),
+    "lstm_fused_reverse": ("lstm", {"masked": True, "reverse": True}),
+    "stack_remat2": ("stack", {"masked": True, "remat": 2}),
+    "min_gru_parallel": ("min_gru", {"masked": True, "parallel": True}),
+    "min_gru_parallel_reverse": ("min_gru", {"masked": True, "parallel": True, "reverse": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(LAST_OUTPUT_CASES))
+def test_last_output_alone_equals_its_entry_of_all_outputs(case):
+    """``return_sequences=False`` gives each sequence's output at the last step it runs (its
+    last valid step; position 0 in reverse; zeros when empty) and the same gradients as taking
+    that entry of all the outputs, on every path: the scan, the fused backward pass, remat and
+    the parallel form."""
+    name, options = LAST_OUTPUT_CASES[case]
+    cell = cells.min_gru(H) if name == "min_gru" else get_cell(name)
+    params, xs = setup(cell, seed=40)
+    carry = random_carry(cell, params, seed=41)
+    w = randomize(jax.ShapeDtypeStruct((B, cell.output_size), jnp.float32), 42)
+    options = dict(options)
+    lengths = jnp.array([T, 0, 4]) if options.pop("masked", False) else None
+    if lengths is not None and "parallel" not in options:
+        options["resets"] = jnp.zeros((B, T), bool).at[0, 2].set(True)
+    reverse = options.get("reverse", False)
+
+    def loss(params, xs, carry, last_only):
+        final, out = rnnjax.unroll(
+            cell, params, xs, carry, lengths=lengths, return_sequences=not last_only, **options
+        )
+        if not last_only:  # the reference: plain outputs, then the entry wanted
+            out = out[:, 0] if reverse else rnnjax.models.pool_steps(out, lengths, "last")
+        finals = sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(final))
+        return jnp.sum(jnp.tanh(out) * w) + finals, out
+
+    def outputs_and_grads(last_only):
+        f = jax.value_and_grad(functools.partial(loss, last_only=last_only), (0, 1, 2), True)
+        return fast_jit(f)(params, xs, carry)
+
+    (_, last), grads = outputs_and_grads(True)
+    (_, want_last), want_grads = outputs_and_grads(False)
+    assert last.shape == (B, cell.output_size)
+    assert_trees_close(last, want_last)
+    assert_trees_close(grads, want_grads, atol=1e-5, rtol=1e-4)
+    assert np.abs(last).min(axis=1)[0] > 0  # a real output, not a zero fill
+    if lengths is not None:
+        np.testing.assert_array_equal(last[1], 0.0)  # the empty sequence
+
+
 # ---------------------------------------------------------------- the fused backward pass
 
 FUSED_CELLS = {

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._stepping import at_last_step
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.models._bridge import bridge_apply, bridge_init, carry_shape
@@ -30,7 +31,9 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
       head: a layer on the pooled ``[B, H]`` (e.g. ``dense(10)``).
       in_size: input feature size D.
       pool: "last" (the output at each sequence's last valid step, i.e. the final hidden state of
-        a forward RNN), "mean" or "max" over valid steps.
+        a forward RNN), "mean" or "max" over valid steps. With "last" and a body that has
+        ``Layer.last`` (a forward ``rnn``, a ``serial`` or ``residual`` ending in one) the other
+        steps' outputs are never stored: the same result, faster.
 
     ``apply(params, xs[B, T, D], *, lengths=None, key=None) -> [B, out]``.
 
@@ -44,8 +47,12 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
 
     def apply(params, xs, *, lengths=None, key=None):
         kb, kh = (None, None) if key is None else jax.random.split(key)
-        _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
-        _, out = head.apply(params["head"], pool_steps(ys, lengths, pool), key=kh)
+        if pool == "last" and body.last is not None:  # no [B, T, H] outputs kept
+            _, pooled = body.last(params["body"], xs, lengths=lengths, key=kb)
+        else:
+            _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
+            pooled = pool_steps(ys, lengths, pool)
+        _, out = head.apply(params["head"], pooled, key=kh)
         return out
 
     return Model(init, apply)
@@ -145,12 +152,11 @@ def valid_mask(lengths: jax.Array, time: int) -> jax.Array:
 
 def pool_steps(ys: jax.Array, lengths: jax.Array | None, pool: str) -> jax.Array:
     """Pools ``ys [B, T, H]`` over valid steps to ``[B, H]``; empty sequences give zeros."""
+    if pool == "last":
+        return at_last_step(ys, lengths, time_axis=1)
     batch, time = ys.shape[:2]
     if lengths is None:
         lengths = jnp.full((batch,), time)
-    if pool == "last":
-        last = jnp.take_along_axis(ys, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
-        return jnp.where((lengths > 0)[:, None], last, 0.0)
     mask = valid_mask(lengths, time)[..., None]
     if pool == "mean":
         return jnp.sum(jnp.where(mask, ys, 0.0), axis=1) / jnp.maximum(lengths, 1)[:, None]
