@@ -198,13 +198,19 @@ def test_encoder_decoder_teacher_forcing_shapes_and_zero_past_target_lengths():
     assert np.all(np.asarray(masked)[np.arange(T) >= LENGTHS[:, None]] == 0.0)
 
 
-def test_identity_bridge_passes_the_encoder_carry_and_lengths_ignore_padding():
+@pytest.mark.parametrize("last", [False, True], ids=["all_outputs", "last_output"])
+def test_identity_bridge_passes_the_encoder_carry_and_lengths_ignore_padding(last):
+    """Without attention an encoder with ``Layer.last`` keeps only its last output."""
     encoder = rnnjax.serial(rnnjax.rnn(cells.gru(H)), rnnjax.dropout(0.5))
+    if last:
+        encoder = rnnjax.serial(rnnjax.dropout(0.5), rnnjax.rnn(cells.gru(H)))
+    assert (encoder.last is not None) == last
     model = small(encoder, cells.gru(H), bridge="identity")
     params = model.init(jax.random.key(0))
     src, lengths = tokens(1, (B, S), SRC_V), jnp.array([5, 2, 1, 3])
     _, xs = rnnjax.embed(SRC_V, D).apply(params["src_embed"], src)
-    want, _ = rnnjax.unroll(cells.gru(H), params["encoder"]["0"], xs, lengths=lengths)
+    gru_params = params["encoder"]["1" if last else "0"]
+    want, _ = rnnjax.unroll(cells.gru(H), gru_params, xs, lengths=lengths)
     np.testing.assert_array_equal(model.encode(params, src, lengths), want)
     tgt = tokens(2, (B, T), TGT_V)
     logits = model.apply(params, src, tgt, src_lengths=lengths)

@@ -124,7 +124,9 @@ def encoder_decoder(
     def encode(params, src, src_lengths=None, *, key=None):
         ks, ke = (None, None) if key is None else jax.random.split(key)
         _, xs = src_embed.apply(params["src_embed"], src, key=ks)
-        enc, memory = encoder.apply(params["encoder"], xs, lengths=src_lengths, key=ke)
+        # without attention the encoder's outputs are not read: keep only the last one
+        run = encoder.last if not attends and encoder.last is not None else encoder.apply
+        enc, memory = run(params["encoder"], xs, lengths=src_lengths, key=ke)
         dec = carry_shape(decoder_cell, params["decoder"], (xs.shape[0],))
         if is_identity(bridge, enc, dec):
             carry = jax.tree.unflatten(jax.tree.structure(dec), jax.tree.leaves(enc))
