@@ -11,8 +11,7 @@ round-robin rounds time ``--steps`` steps of each framework in turn between two
 ``block_until_ready``, and the median round is reported with the range of the rounds (a drift of
 the machine's speed, large on shared 2-core machines, then hits every framework alike). rnnjax
 runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.make_train_step``
-(which also computes the gradient norm and a finiteness guard) on one device, and infers with
-``rnnjax.train.make_eval_step`` (logits, then loss and accuracy sums); ``rnnjax_dp`` is
+(which also computes the gradient norm and a finiteness guard) on one device; ``rnnjax_dp`` is
 the launcher's default, the batch split over the devices with a ``layout``, on a CPU one device
 per core (``distributed.split_cpu``, run first; the others still run on device 0 alone); the
 ``_bf16`` variants use ``compute_dtype="bfloat16"``. Peers are optional and skipped
@@ -152,8 +151,8 @@ def rnnjax_runner(
         state, layout = init(), None
         batch = jax.tree.map(jnp.asarray, batch)
     if not train:
-        evaluate = rnnjax.train.make_eval_step(model, rnnjax.train.softmax_xent, layout=layout)
-        return lambda: evaluate(state.params, batch)
+        params, apply = state.params, jax.jit(model.apply)
+        return lambda: apply(params, batch["inputs"])
     step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
 
     def run():

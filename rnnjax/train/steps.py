@@ -89,14 +89,10 @@ def make_eval_step(model, loss_fn, *, forward=None, metrics=None, layout=None):
 
     Sums (not means) so that batches of any size, including a padded last batch with
     ``batch["mask"]``, add up to exact full-dataset metrics. With a ``distributed.Layout``,
-    params are in ``layout.state.params``'s shardings and the batch is split as in training;
-    ``forward`` runs on each device's rows (``distributed.data_parallel``), as the training
-    step's does, and ``metrics`` (e.g. decoding loops) under ``jit``'s own partitioning.
+    params are in ``layout.state.params``'s shardings and the batch is split as in training.
     """
 
     forward = forward or model_forward(model)
-    if layout is not None:
-        forward = distributed.data_parallel(forward, layout.mesh)
 
     def eval_step(params, batch):
         if metrics is None:
