@@ -8,7 +8,7 @@ import optax
 import pytest
 
 import rnnjax
-from rnnjax.train import builders
+from rnnjax.train import builders, distributed
 from rnnjax.train.losses import softmax_xent
 from rnnjax.train.state import init_state
 from rnnjax.train.steps import make_eval_step, make_train_step
@@ -79,13 +79,24 @@ def test_an_update_that_overflows_leaves_the_state_unchanged():
     _assert_bitwise(after, before)
 
 
-def test_eval_step_masked_sums_equal_the_real_examples():
+@pytest.mark.parametrize("with_layout", [False, True], ids=["jit", "layout"])
+def test_eval_step_masked_sums_equal_the_real_examples(with_layout):
+    """Under a layout the step is two programs (per-example values, then sums): same sums."""
     params = MODEL.init(jax.random.key(1))
-    eval_step = make_eval_step(MODEL, softmax_xent)
+    layout = None
+    if with_layout:
+        state, layout = distributed.sharded_state(
+            lambda: init_state(MODEL, ADAM, jax.random.key(1)), distributed.make_mesh(1)
+        )
+        params = state.params
+    eval_step = make_eval_step(MODEL, softmax_xent, layout=layout)
     real = _batch(2, n=7)
     padded = {k: np.concatenate([v, v[:5]]) for k, v in real.items()}  # 5 padding examples
     padded["mask"] = np.arange(12) < 7
+    if with_layout:
+        padded = distributed.global_batch(padded, layout.batch)
     sums = jax.device_get(eval_step(params, padded))
+    assert all(np.shape(v) == () for v in sums.values())
     assert float(sums["count"]) == 7.0
     # Against a per-example computation in numpy on the real examples only.
     logits = np.asarray(jax.jit(MODEL.apply)(params, real["inputs"]), np.float64)

@@ -90,11 +90,16 @@ def make_eval_step(model, loss_fn, *, forward=None, metrics=None, layout=None):
     Sums (not means) so that batches of any size, including a padded last batch with
     ``batch["mask"]``, add up to exact full-dataset metrics. With a ``distributed.Layout``,
     params are in ``layout.state.params``'s shardings and the batch is split as in training.
+    The step is then two jitted programs: each example's values, left split over the devices,
+    then their sums. Summing in the first program (with or without a cross-device collective)
+    made XLA:CPU split its loop's small bfloat16 matmuls across threads, 2x slower
+    (BUILD_NOTES.md).
     """
 
     forward = forward or model_forward(model)
 
-    def eval_step(params, batch):
+    def weighted(params, batch):
+        """``{name: [B]}``: each example's values times its weight (0 for padding)."""
         if metrics is None:
             _, per_example = loss_fn(forward(params, batch), batch)
         else:
@@ -103,10 +108,15 @@ def make_eval_step(model, loss_fn, *, forward=None, metrics=None, layout=None):
         if mask is None:
             mask = jnp.ones(jax.tree.leaves(batch)[0].shape[0], bool)
         weights = mask.astype(jnp.float32)
-        sums = {name: jnp.sum(value * weights) for name, value in per_example.items()}
-        return sums | {"count": jnp.sum(weights)}
+        return {name: v * weights for name, v in per_example.items()} | {"count": weights}
+
+    def totals(values):
+        return jax.tree.map(jnp.sum, values)
 
     if layout is None:
-        return jax.jit(eval_step)
-    ins = (layout.state.params, layout.batch)
-    return jax.jit(eval_step, in_shardings=ins, out_shardings=layout.replicated)
+        return jax.jit(lambda params, batch: totals(weighted(params, batch)))
+    per_example = jax.jit(
+        weighted, in_shardings=(layout.state.params, layout.batch), out_shardings=layout.batch
+    )
+    total = jax.jit(totals, out_shardings=layout.replicated)
+    return lambda params, batch: total(per_example(params, batch))
