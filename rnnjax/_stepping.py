@@ -52,10 +52,31 @@ def at_last_step(ys: jax.Array, lengths: jax.Array | None, time_axis: int) -> ja
     return jnp.where((lengths > 0)[:, None], last, 0.0)
 
 
-def zero_output(step, carry, scanned, like):
-    """Zeros shaped as the output ``y`` of ``step(carry, x) -> (carry, y)`` for one step of
-    ``scanned [T, ...]`` (traced for shapes only), typed to vary like ``like`` inside
-    ``shard_map``: the start of a scan that carries its latest output."""
-    x = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), scanned)
-    _, y = jax.eval_shape(step, carry, x)
-    return varying_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), y), like)
+def masked_steps(run, initial, carry, scanned, like, return_sequences: bool):
+    """The step of a scan over ``scanned = (xs, valid, resets)`` and its starting state.
+
+    ``run(carry_in, x) -> (carry, y, extra)`` is one step; around it a reset restores
+    ``initial``, and past a sequence's end (``valid`` false) the carry is passed on and ``y`` is
+    zero, or, without ``return_sequences``, the latest valid ``y`` is carried instead of stacked.
+    The step emits ``(y or None, extra)`` per time step. The starting state is ``(carry, None)``
+    or ``(carry, zeros like y)``, typed to vary like ``like`` inside ``shard_map``.
+    """
+
+    def step(state, scanned_t):
+        carry, last = state
+        x, valid_t, reset_t = scanned_t
+        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
+        new, y, extra = run(carry_in, x)
+        if valid_t is not None:
+            new = select(valid_t, new, carry)
+            y = select(valid_t, y, jnp.zeros_like(y) if last is None else last)
+        if return_sequences:
+            return (new, None), (y, extra)
+        return (new, y), (None, extra)
+
+    last = None
+    if not return_sequences:  # zeros shaped as one step's y, traced for shapes only
+        x = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), scanned[0])
+        _, y, _ = jax.eval_shape(run, carry, x)
+        last = varying_like(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), y), like)
+    return step, (carry, last)

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnnjax._stepping import prefetching_scan, select, zero_output
+from rnnjax._stepping import masked_steps, prefetching_scan, select
 from rnnjax._vma import varying_like
 from rnnjax.cells._base import FusedStep, low_precision_dot
 
@@ -54,30 +54,15 @@ def _forward(static, params, xs, carry, initial, valid, resets):
     step, project, reverse, unroll, prefetch, return_sequences = static
     wh = _cast(params["wh"], step.compute_dtype)  # once, not at every step
 
-    def run_step(carry_in, x):
+    def run(carry_in, x):
         pre = project(params, x)
         rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
         new, y = step.gates(params, carry_in, pre, rec)
-        return new, (y, (pre + rec,) if step.additive else (pre, rec))
+        return new, y, (carry_in, (pre + rec,) if step.additive else (pre, rec))
 
-    def body(state, scanned):
-        carry, last = state  # last: the latest valid output, without return_sequences
-        x, valid_t, reset_t = scanned
-        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
-        new, (y, kept) = run_step(carry_in, x)
-        if valid_t is not None:
-            new = select(valid_t, new, carry)
-            y = select(valid_t, y, jnp.zeros_like(y) if last is None else last)
-        if return_sequences:
-            return (new, None), (y, (carry_in, kept))
-        return (new, y), (None, (carry_in, kept))
-
-    last = None
-    if not return_sequences:
-        last = zero_output(lambda c, x: (c, run_step(c, x)[1][0]), carry, xs, (params, xs))
-    (final, last), (ys, saved) = prefetching_scan(
-        body, (carry, last), (xs, valid, resets), reverse, unroll, prefetch
-    )
+    scanned = (xs, valid, resets)
+    body, state = masked_steps(run, initial, carry, scanned, (params, xs), return_sequences)
+    (final, last), (ys, saved) = prefetching_scan(body, state, scanned, reverse, unroll, prefetch)
     outputs = ys if return_sequences else last
     return (final, outputs), (params, xs, initial, valid, resets, saved)
 
@@ -103,7 +88,8 @@ def _backward(static, residuals, cotangents):
         if valid_t is not None:  # past the end the carry was passed on and y was zero
             d_skip = select(valid_t, _zeros(d_carry), d_carry)
             d_carry = select(valid_t, d_carry, _zeros(d_carry))
-            d_y = select(valid_t, d_y, jnp.zeros_like(d_y))
+            if d_last is None:  # (the last output's share is already zero there)
+                d_y = select(valid_t, d_y, jnp.zeros_like(d_y))
         _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
         d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
         d_pre, d_rec = d_kept[0], d_kept[-1]  # one array when additive

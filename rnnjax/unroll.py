@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _checks
-from rnnjax._stepping import at_last_step, prefetching_scan, select, zero_output
+from rnnjax._stepping import at_last_step, masked_steps, prefetching_scan
 from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.fused_backward import fused_unroll
@@ -135,24 +135,13 @@ def unroll(
     else:
         inputs, step_fn = xs_tm, cell.apply
 
-    def step(state, scanned):
-        carry, last = state  # last: the latest valid output, without return_sequences
-        x, valid_t, reset_t = scanned
-        carry_in = carry if reset_t is None else select(reset_t, initial, carry)
-        new_carry, y = step_fn(params, carry_in, x)
-        if valid_t is not None:
-            new_carry = select(valid_t, new_carry, carry)
-            y = select(valid_t, y, jnp.zeros_like(y) if last is None else last)
-        if return_sequences:
-            return (new_carry, None), y
-        return (new_carry, y), None
+    def run(carry_in, x):
+        return *step_fn(params, carry_in, x), None
 
-    last = None
-    if not return_sequences:
-        last = zero_output(lambda c, x: step_fn(params, c, x), carry, inputs, (params, xs_tm))
     scanned = (inputs, valid, resets)
-    (final, last), ys = _scan(step, (carry, last), scanned, time, reverse, unroll, remat, prefetch)
-    return final, _batch_major(last if ys is None else ys, time_major, return_sequences)
+    step, state = masked_steps(run, initial, carry, scanned, (params, xs_tm), return_sequences)
+    (final, last), (ys, _) = _scan(step, state, scanned, time, reverse, unroll, remat, prefetch)
+    return final, _batch_major(ys if return_sequences else last, time_major, return_sequences)
 
 
 def _batch_major(ys, time_major: bool, return_sequences: bool):
