@@ -26,7 +26,9 @@ is the best GFLOP/s of a ``--peak_size`` square fp32 ``jnp.dot`` on JAX's defaul
 Output: a table, then JSON lines: one per result (``model, framework, mode, device, batch, T,
 examples_per_s, examples_per_s_range, ms_per_step, gflops, peak_fraction``), one per (model,
 mode) with ``rnnjax_over_fastest_peer`` (examples/s of rnnjax ÷ the fastest peer's; > 1 means
-rnnjax is faster), and one with ``peak_gflops``. ``--memory`` runs each (T, remat) training
+rnnjax is faster) and ``ratio_at_fp32_peak`` (the ratio a float32 run would reach at the whole
+measured peak, ``1 / peak_fraction`` of the fastest peer: an upper bound for float32 matmuls on
+this machine), and one with ``peak_gflops``. ``--memory`` runs each (T, remat) training
 step of an LSTM 128 (batch ``--memory_batch``, 1 input feature) in a fresh subprocess and reports
 its peak RSS (``ru_maxrss``, Linux; the baseline before the step is the runtime's own; on an
 accelerator the device's peak is added). Expected: with remat, T = 16384 under 4 GiB.
@@ -241,6 +243,7 @@ def comparisons(rows):
             out[-1] |= {
                 "fastest_peer": best["framework"],
                 "rnnjax_over_fastest_peer": round(ratio, 3),
+                "ratio_at_fp32_peak": round(1 / best["peak_fraction"], 3),
             }
     return out
 
@@ -260,7 +263,8 @@ def table(rows, ratios) -> str:
     for c in ratios:
         lines.append(
             f"{c['model']} {c['mode']}: {c['ours']} / fastest peer ({c['fastest_peer']}) = "
-            f"{c['rnnjax_over_fastest_peer']:.2f}x"
+            f"{c['rnnjax_over_fastest_peer']:.2f}x (at the fp32 matmul peak: "
+            f"{c['ratio_at_fp32_peak']:.2f}x)"
         )
     return "\n".join(lines)
 

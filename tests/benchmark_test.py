@@ -42,9 +42,24 @@ def test_main_prints_and_writes_json_lines(tmp_path, capsys):
         assert 0 < low <= r["examples_per_s"] <= high, r
     ratios = [line for line in lines if "rnnjax_over_fastest_peer" in line]
     assert {r["mode"] for r in ratios} == {"train", "infer"}
-    assert all(r["rnnjax_over_fastest_peer"] > 0 for r in ratios)
+    assert all(r["rnnjax_over_fastest_peer"] > 0 and r["ratio_at_fp32_peak"] > 0 for r in ratios)
     assert lines[-1]["peak_gflops"] > 0
     assert "rnnjax_dp / fastest peer" in out
+
+
+def test_comparisons_against_the_fastest_peer_and_the_peak_bound():
+    """Each of our variants over the fastest peer, and the ratio a run at the whole fp32 peak
+    would reach: 1 / that peer's fraction of the peak."""
+
+    def row(framework, examples_per_s, peak_fraction):
+        return {"model": "m", "mode": "train", "framework": framework} | {
+            "examples_per_s": examples_per_s, "peak_fraction": peak_fraction,
+        }  # fmt: skip
+
+    rows = [row("rnnjax_dp", 120, 0.6), row("flax_linen", 80, 0.4), row("torch", 100, 0.5)]
+    (c,) = benchmark.comparisons(rows)
+    assert c["ours"] == "rnnjax_dp" and c["fastest_peer"] == "torch"
+    assert c["rnnjax_over_fastest_peer"] == 1.2 and c["ratio_at_fp32_peak"] == 2.0
 
 
 def test_torch_gated_cells_train():
