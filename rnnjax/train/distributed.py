@@ -13,6 +13,7 @@ data order stays a pure function of ``(seed, step)`` for any number of devices a
 """
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -193,6 +194,54 @@ def data_parallel(forward: Callable, mesh: Mesh) -> Callable:
         return spread(params, batch, key)
 
     return sharded
+
+
+def bounded_dispatch(program: Callable, mesh: Mesh) -> Callable:
+    """``program`` (jitted, over ``mesh``) kept to two calls in flight when ``mesh`` holds
+    several CPU devices of this process: each call, once dispatched, waits for the call before
+    it to finish. Elsewhere ``program`` itself.
+
+    Why: JAX dispatches asynchronously, so a training loop queues steps ahead of the devices.
+    XLA's CPU client launches every device's part of a program on one small thread pool, and a
+    collective (the gradient's all-reduce) holds its thread until every device arrives. With
+    steps queued ahead and the cores busy with other work, the devices deadlocked there and the
+    runtime aborted the process after 40 s (the launcher on 2 devices beside two busy
+    processes: 2 runs of 2; a bare loop of train steps: 3 of 3). Two calls in flight never did,
+    at the same speed (BUILD_NOTES.md).
+    """
+    if not _shares_cpu_threads(mesh.devices.flat):
+        return program
+    previous = None
+
+    @functools.wraps(program)
+    def bounded(*args, **kwargs):
+        nonlocal previous
+        out = program(*args, **kwargs)
+        if previous is not None:
+            _wait(previous, handed_on=(args, kwargs), latest=out)
+        previous = out
+        return out
+
+    return bounded
+
+
+def _shares_cpu_threads(devices) -> bool:
+    """Whether several of ``devices`` are CPU devices of this process (one thread pool)."""
+    local = [d for d in devices if d.process_index == jax.process_index()]
+    return len(local) > 1 and all(d.platform == "cpu" for d in local)
+
+
+def _wait(previous, handed_on, latest) -> None:
+    """Blocks until the previous call's outputs are ready, but for those handed on to the
+    latest call (which may have taken them as donated buffers: the latest call's own end
+    covers them); with none left, until ``latest``'s are."""
+    passed = {id(x) for x in jax.tree.leaves(handed_on)}
+    kept = [
+        x
+        for x in jax.tree.leaves(previous)
+        if isinstance(x, jax.Array) and id(x) not in passed and not x.is_deleted()
+    ]
+    jax.block_until_ready(kept or latest)
 
 
 def global_batch(rows: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -46,7 +46,9 @@ def make_train_step(
     With a ``distributed.Layout`` the step takes and returns the state in ``layout.state``'s
     shardings and the batch split along the mesh's data axis; metrics come back replicated.
     ``forward`` then runs on each device's rows (``distributed.data_parallel``), so the devices'
-    gradients are summed once per step, not once per time step.
+    gradients are summed once per step, not once per time step; on several CPU devices of one
+    process at most two steps are in flight (``distributed.bounded_dispatch``: more deadlocked
+    XLA's CPU collectives).
     """
 
     forward = forward or model_forward(model)
@@ -73,7 +75,8 @@ def make_train_step(
     if layout is None:
         return jax.jit(step, donate_argnums=donate_argnums)
     ins, outs = (layout.state, layout.batch), (layout.state, layout.replicated)
-    return jax.jit(step, in_shardings=ins, out_shardings=outs, donate_argnums=donate_argnums)
+    jitted = jax.jit(step, in_shardings=ins, out_shardings=outs, donate_argnums=donate_argnums)
+    return distributed.bounded_dispatch(jitted, layout.mesh)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -119,4 +122,6 @@ def make_eval_step(model, loss_fn, *, forward=None, metrics=None, layout=None):
         weighted, in_shardings=(layout.state.params, layout.batch), out_shardings=layout.batch
     )
     total = jax.jit(totals, out_shardings=layout.replicated)
-    return lambda params, batch: total(per_example(params, batch))
+    return distributed.bounded_dispatch(
+        lambda params, batch: total(per_example(params, batch)), layout.mesh
+    )
