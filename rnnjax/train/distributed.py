@@ -204,10 +204,10 @@ def bounded_dispatch(program: Callable, mesh: Mesh) -> Callable:
     Why: JAX dispatches asynchronously, so a training loop queues steps ahead of the devices.
     XLA's CPU client launches every device's part of a program on one small thread pool, and a
     collective (the gradient's all-reduce) holds its thread until every device arrives. With
-    steps queued ahead and the cores busy with other work, the devices deadlocked there and the
-    runtime aborted the process after 40 s (the launcher on 2 devices beside two busy
-    processes: 2 runs of 2; a bare loop of train steps: 3 of 3). Two calls in flight never did,
-    at the same speed (BUILD_NOTES.md).
+    steps queued ahead, the devices deadlocked there and the runtime aborted the process after
+    40 s (on 2 devices: tiny train steps, 6 runs of 6; the launcher beside two busy processes,
+    2 of 2). Two calls in flight never did, at the same speed (BUILD_NOTES.md). The previous
+    call's outputs stay referenced until the next call.
     """
     if not _shares_cpu_threads(mesh.devices.flat):
         return program
