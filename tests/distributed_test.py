@@ -297,9 +297,10 @@ def test_data_parallel_sums_the_gradient_once_outside_the_scan():
     assert sums and all("scan" not in within and "while" not in within for within in sums), sums
 
 
-# Tiny train steps on 2 CPU devices, dispatched as fast as Python can: each call must return
-# with the call before it finished. Without that bound the steps queued ahead deadlocked the
-# devices at XLA:CPU's all-reduce within 1,200 steps in 6 runs of 6 (the runtime then aborts).
+# Tiny train steps, then eval steps, on 2 CPU devices, dispatched as fast as Python can: each
+# call must return with the call before it finished. Without that bound the steps queued ahead
+# deadlocked the devices at XLA:CPU's all-reduce within 1,200 steps in 6 runs of 6 (the runtime
+# then aborts).
 BOUNDED_STEPS = """
 import functools, sys
 import jax, numpy as np, optax, rnnjax
@@ -312,24 +313,31 @@ state, layout = distributed.sharded_state(init, distributed.make_mesh(2))
 rows = {"inputs": np.ones((4, 5, 3), np.float32), "labels": np.arange(4, dtype=np.int32)}
 batch = distributed.global_batch(rows, layout.batch)
 step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
+eval_step = rnnjax.train.make_eval_step(model, rnnjax.train.softmax_xent, layout=layout)
 previous = None
 for i in range(int(sys.argv[1])):
     state, metrics = step(state, batch)
     if previous is not None and not previous.is_ready():
-        sys.exit(f"call {i}: the call before it is still running")
+        sys.exit(f"train call {i}: the call before it is still running")
     previous = metrics["loss"]
-print(int(state.step))
+previous = None
+for i in range(int(sys.argv[1]) // 2):
+    totals = eval_step(state.params, batch)
+    if previous is not None and not previous.is_ready():
+        sys.exit(f"eval call {i}: the call before it is still running")
+    previous = totals["count"]
+print(int(state.step), int(totals["count"]))
 """
 
 
-def test_train_steps_on_cpu_devices_stay_two_in_flight_and_never_deadlock():
+def test_steps_on_cpu_devices_stay_two_in_flight_and_never_deadlock():
     flags = "--xla_force_host_platform_device_count=2"
     flags += " --xla_cpu_collective_call_terminate_timeout_seconds=20"  # a deadlock: exit
     env = os.environ | {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
     command = [sys.executable, "-c", BOUNDED_STEPS, "2000"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-1] == "2000"
+    assert done.stdout.split()[-2:] == ["2000", "4"]
 
 
 def test_bounded_dispatch_applies_only_to_several_cpu_devices_of_this_process():
