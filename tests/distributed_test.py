@@ -314,19 +314,27 @@ rows = {"inputs": np.ones((4, 5, 3), np.float32), "labels": np.arange(4, dtype=n
 batch = distributed.global_batch(rows, layout.batch)
 step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
 eval_step = rnnjax.train.make_eval_step(model, rnnjax.train.softmax_xent, layout=layout)
-previous = None
-for i in range(int(sys.argv[1])):
+
+
+def run(name, calls, call):  # call() -> an output array; exit if the one before is unfinished
+    previous = None
+    for i in range(calls):
+        out = call()
+        if previous is not None and not previous.is_ready():
+            sys.exit(f"{name} call {i}: the call before it is still running")
+        previous = out
+    return out
+
+
+def train():
+    global state
     state, metrics = step(state, batch)
-    if previous is not None and not previous.is_ready():
-        sys.exit(f"train call {i}: the call before it is still running")
-    previous = metrics["loss"]
-previous = None
-for i in range(int(sys.argv[1]) // 2):
-    totals = eval_step(state.params, batch)
-    if previous is not None and not previous.is_ready():
-        sys.exit(f"eval call {i}: the call before it is still running")
-    previous = totals["count"]
-print(int(state.step), int(totals["count"]))
+    return metrics["loss"]
+
+
+run("train", int(sys.argv[1]), train)
+count = run("eval", int(sys.argv[1]) // 2, lambda: eval_step(state.params, batch)["count"])
+print(int(state.step), int(count))
 """
 
 
