@@ -58,7 +58,7 @@ def _forward(static, params, xs, carry, initial, valid, resets):
         pre = project(params, x)
         rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
         new, y = step.gates(params, carry_in, pre, rec)
-        return new, y, (carry_in, (pre + rec,) if step.additive else (pre, rec))
+        return new, y, (carry_in, _keep(pre, rec, _summed_columns(step, wh.shape[-1])))
 
     scanned = (xs, valid, resets)
     body, state = masked_steps(run, initial, carry, scanned, (params, xs), return_sequences)
@@ -73,7 +73,12 @@ def _backward(static, residuals, cotangents):
     d_final, d_outputs = cotangents
     d_ys, d_last = (d_outputs, None) if return_sequences else (None, d_outputs)
     wh_t = _cast(params["wh"].T, step.compute_dtype)  # once, not at every step
-    gates = _gates_of_sum(step) if step.additive else step.gates
+    width = params["wh"].shape[-1]
+    summed = _summed_columns(step, width)
+
+    def gates(gate_params, carry, *kept):
+        return step.gates(gate_params, carry, *_unkeep(kept, width, summed))
+
     gate_params = {k: v for k, v in params.items() if k not in ("wx", "wh")}
     after = weight_grads_after_loop(step.compute_dtype, kept)
 
@@ -92,7 +97,7 @@ def _backward(static, residuals, cotangents):
                 d_y = select(valid_t, d_y, jnp.zeros_like(d_y))
         _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
         d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
-        d_pre, d_rec = d_kept[0], d_kept[-1]  # one array when additive
+        d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
         h, input_vjp = jax.vjp(step.recurrent_input, carry_in)
         d_carry_in = _add(
             d_carry_in, input_vjp(low_precision_dot(d_rec, wh_t, step.compute_dtype))[0]
@@ -118,7 +123,7 @@ def _backward(static, residuals, cotangents):
     )
     if not after:
         return d_params, outputs, d_carry, d_initial, None, None
-    d_pre, d_rec = outputs[0], outputs[-1]  # [T, B, G]: every step's gate gradients
+    d_pre, d_rec = _pre_and_rec(outputs, width, summed)  # [T, B, G] each, all steps
     _, project_vjp = jax.vjp(project, params, xs)
     d_projected, d_xs = project_vjp(d_pre)
     over_steps = (((0, 1), (0, 1)), ((), ()))
@@ -143,13 +148,42 @@ def weight_grads_after_loop(compute_dtype, kept) -> bool:
     return compute_dtype is not None and size <= AFTER_LOOP_MAX_BYTES
 
 
-def _gates_of_sum(step: FusedStep):
-    """The gates as a function of the kept ``z = pre + rec`` alone (``step.additive``)."""
+def _summed_columns(step: FusedStep, width: int) -> int:
+    """How many leading gate columns ``step.gates`` reads only through ``pre + rec``."""
+    return width if step.additive is True else int(step.additive)
 
-    def gates(params, carry, z):
-        return step.gates(params, carry, z, jnp.zeros((), z.dtype))
 
-    return gates
+def _keep(pre, rec, summed: int):
+    """One step's residuals: the first ``summed`` columns as ``pre + rec``, then the rest of
+    ``pre`` and of ``rec`` (LSTM: ``[B, G]``; GRU: ``[B, 2H]``, ``[B, H]``, ``[B, H]``)."""
+    if summed == pre.shape[-1]:
+        return (pre + rec,)
+    if summed == 0:
+        return pre, rec
+    return pre[..., :summed] + rec[..., :summed], pre[..., summed:], rec[..., summed:]
+
+
+def _unkeep(kept, width: int, summed: int):
+    """``(pre, rec)`` that ``gates`` maps as it did the originals: the sums stand in ``pre``,
+    zeros in ``rec``. Their cotangents are then the originals' (``_pre_and_rec``)."""
+    if summed == width:
+        return kept[0], jnp.zeros((), kept[0].dtype)
+    if summed == 0:
+        return kept
+    both, pre, rec = kept
+    zeros = jnp.zeros(both.shape[:-1] + (summed,), both.dtype)
+    return jnp.concatenate([both, pre], -1), jnp.concatenate([zeros, rec], -1)
+
+
+def _pre_and_rec(d_kept, width: int, summed: int):
+    """The cotangents of ``pre`` and ``rec`` from those of their kept residuals: a summed
+    column's cotangent is both's."""
+    if summed == width:
+        return d_kept[0], d_kept[0]
+    if summed == 0:
+        return d_kept
+    d_both, d_pre, d_rec = d_kept
+    return jnp.concatenate([d_both, d_pre], -1), jnp.concatenate([d_both, d_rec], -1)
 
 
 def _cast(w, compute_dtype):

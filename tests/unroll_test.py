@@ -658,6 +658,29 @@ def test_fused_backward_equals_autodiff(name, in_loop, monkeypatch):
     assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(reached))
 
 
+@pytest.mark.parametrize(
+    "make_cell, widths",
+    [
+        (lambda: cells.lstm(H), [H, H, 4 * H]),  # c and h in, z = pre + rec
+        (lambda: cells.gru(H), [H, 2 * H, H, H]),  # h in; r and z summed; n's pre, rec
+        (lambda: cells.lstm(H, layer_norm=True), [H, H, 4 * H, 4 * H]),  # pre, rec apart
+    ],
+    ids=["lstm", "gru", "layer_norm_lstm"],
+)
+def test_fused_backward_keeps_per_step_only_the_carry_and_what_the_gates_read(make_cell, widths):
+    """The per-step residuals, ``[T, B, width]`` each, besides the inputs: a gate column read
+    only through ``pre + rec`` is kept once, summed (a GRU keeps 5H a step, not 7H)."""
+    cell = make_cell()
+    params, xs = setup(cell)
+
+    def loss(params):
+        return jnp.sum(rnnjax.unroll(cell, params, xs)[1])
+
+    _, backward = jax.vjp(loss, params)  # a pytree whose leaves are the residuals
+    per_step = [a.shape[-1] for a in jax.tree.leaves(backward) if a.shape[:2] == (T, B)]
+    assert sorted(per_step) == sorted([xs.shape[-1], *widths])  # the inputs, time-major
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "autodiff"])
 def test_fused_backward_casts_and_transposes_the_recurrent_weight_once(fused):
     """With bfloat16 matmuls the reverse loop must not re-cast or re-transpose ``wh`` at every

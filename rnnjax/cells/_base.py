@@ -27,13 +27,15 @@ class FusedStep(NamedTuple):
       gates: ``(params, carry, pre, rec) -> (carry, y)``; ``pre`` is ``Cell.project``'s output
         and ``rec`` the recurrent matmul's. Must not read ``params["wx"]`` or ``params["wh"]``.
       additive: ``gates`` depends on ``pre`` and ``rec`` only through ``pre + rec``, so the
-        backward pass keeps one ``[T, B, G]`` residual instead of two.
+        backward pass keeps one ``[T, B, G]`` residual instead of two; an int ``k``: only the
+        first ``k`` of the ``G`` gate columns are read that way, and it keeps their sums and the
+        rest of ``pre`` and ``rec``, ``2G - k`` columns (a GRU's r and z: ``k = 2H``).
       compute_dtype: the dtype of the recurrent matmul (None: float32), as in ``matmul``.
     """
 
     recurrent_input: Callable[[Any], Array]
     gates: Callable[..., tuple[Any, Array]]
-    additive: bool = False
+    additive: bool | int = False
     compute_dtype: Any = None
 
 

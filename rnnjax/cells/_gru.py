@@ -83,5 +83,5 @@ def gru(
     # reset before the matmul puts r ⊙ h inside it, so only reset_after has the fused split
     if not reset_after:
         return hoistable(init, initial_carry, project, recur_reset_before, units)
-    fused = FusedStep(lambda h: h, gates_after_reset, False, compute_dtype)
+    fused = FusedStep(lambda h: h, gates_after_reset, 2 * units, compute_dtype)  # r, z: sums
     return hoistable(init, initial_carry, project, fused_recur(fused), units, fused=fused)
