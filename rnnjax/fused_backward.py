@@ -4,7 +4,9 @@ Autodiff of ``lax.scan`` keeps whatever residuals each step's linearisation need
 reverse loop, transposes ``Wh`` (and, with a ``compute_dtype``, re-casts it) at every step. Here
 the forward pass keeps only each step's incoming carry and gate pre-activations ``z``; the
 reverse loop recomputes the gates from them, runs their VJP and multiplies ``dz`` by a ``Whᵀ``
-made once, outside the loop, in the compute dtype. The weight gradients are either summed step by
+made once, outside the loop, in the compute dtype. A step with ``GateActivations`` (an LSTM
+without peepholes or layer norm) keeps the gates' activations instead, so the reverse loop
+evaluates no sigmoid or tanh of them. The weight gradients are either summed step by
 step inside the loop or, for short sequences with low-precision matmuls, computed after it as
 one large matmul each over all ``T·B`` rows, as cuDNN does (``weight_grads_after_loop``).
 Results equal autodiff's (tests); BUILD_NOTES.md has the measurements.
@@ -57,6 +59,10 @@ def _forward(static, params, xs, carry, initial, valid, resets):
     def run(carry_in, x):
         pre = project(params, x)
         rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
+        if step.activations is not None:  # keep the activations, not what goes in
+            a = step.activations.activate(pre + rec)
+            new, y = step.activations.combine(params, carry_in, a)
+            return new, y, (carry_in, a)
         new, y = step.gates(params, carry_in, pre, rec)
         return new, y, (carry_in, _keep(pre, rec, _summed_columns(step, wh.shape[-1])))
 
@@ -95,8 +101,14 @@ def _backward(static, residuals, cotangents):
             d_carry = select(valid_t, d_carry, _zeros(d_carry))
             if d_last is None:  # (the last output's share is already zero there)
                 d_y = select(valid_t, d_y, jnp.zeros_like(d_y))
-        _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
-        d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
+        if step.activations is not None:
+            _, combine_vjp = jax.vjp(step.activations.combine, gate_params, carry_in, kept_t)
+            d_gate_params, d_carry_in, d_a = combine_vjp((d_carry, d_y))
+            slopes = step.activations.slope(kept_t)
+            d_kept = [jnp.concatenate([d * s for d, s in zip(d_a, slopes, strict=True)], -1)]
+        else:
+            _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
+            d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
         d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
         h, input_vjp = jax.vjp(step.recurrent_input, carry_in)
         d_carry_in = _add(

@@ -613,6 +613,8 @@ FUSED_CELLS = {
     "lstm_all_options": lambda: get_cell("lstm"),  # layer norm: pre and rec kept apart
     "learnable_lstm": lambda: get_cell("learnable_lstm"),  # additive: z = pre + rec kept
     "learnable_gru": lambda: get_cell("learnable_gru"),
+    # no peepholes: the activations are kept (GateActivations)
+    "clipped_lstm": lambda: cells.lstm(H, proj_size=P, cell_clip=0.3, learn_initial_carry=True),
     "lstm_bfloat16": lambda: cells.lstm(H, proj_size=P, compute_dtype="bfloat16"),
     "gru_bfloat16": lambda: cells.gru(H, learn_initial_carry=True, compute_dtype="bfloat16"),
 }
@@ -661,15 +663,17 @@ def test_fused_backward_equals_autodiff(name, in_loop, monkeypatch):
 @pytest.mark.parametrize(
     "make_cell, widths",
     [
-        (lambda: cells.lstm(H), [H, H, 4 * H]),  # c and h in, z = pre + rec
+        (lambda: cells.lstm(H), [H] * 6),  # c and h in; the four gates' activations
+        (lambda: cells.lstm(H, peepholes=True), [H, H, 4 * H]),  # c and h in; z = pre + rec
         (lambda: cells.gru(H), [H, 2 * H, H, H]),  # h in; r and z summed; n's pre, rec
         (lambda: cells.lstm(H, layer_norm=True), [H, H, 4 * H, 4 * H]),  # pre, rec apart
     ],
-    ids=["lstm", "gru", "layer_norm_lstm"],
+    ids=["lstm", "peephole_lstm", "gru", "layer_norm_lstm"],
 )
 def test_fused_backward_keeps_per_step_only_the_carry_and_what_the_gates_read(make_cell, widths):
     """The per-step residuals, ``[T, B, width]`` each, besides the inputs: a gate column read
-    only through ``pre + rec`` is kept once, summed (a GRU keeps 5H a step, not 7H)."""
+    only through ``pre + rec`` is kept once, summed (a GRU keeps 5H a step, not 7H), and an
+    LSTM with ``GateActivations`` keeps its four gates' activations."""
     cell = make_cell()
     params, xs = setup(cell)
 

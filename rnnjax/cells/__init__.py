@@ -1,6 +1,6 @@
 """Recurrent cells: each a value of pure functions (init, initial_carry, apply)."""
 
-from rnnjax.cells._base import Cell, FusedStep
+from rnnjax.cells._base import Cell, FusedStep, GateActivations
 from rnnjax.cells._gru import gru
 from rnnjax.cells._linear import LinearRecurrence, linear_cell, lru, min_gru, min_lstm
 from rnnjax.cells._lstm import LSTMCarry, lstm
@@ -10,6 +10,7 @@ from rnnjax.cells._wrappers import output_projection, stack
 __all__ = [
     "Cell",
     "FusedStep",
+    "GateActivations",
     "LSTMCarry",
     "LinearRecurrence",
     "gru",

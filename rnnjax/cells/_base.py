@@ -17,6 +17,23 @@ orthogonal = jax.nn.initializers.orthogonal()
 zeros = jax.nn.initializers.zeros
 
 
+class GateActivations(NamedTuple):
+    """An optional split of ``FusedStep.gates`` for additive steps: ``gates(params, carry, pre,
+    rec) == combine(params, carry, activate(pre + rec))``, where ``activate`` is elementwise
+    and its derivative is a function of its output (σ' = σ(1 - σ), tanh' = 1 - tanh²). The
+    fused backward pass then keeps the activations and never recomputes them.
+
+    Attributes:
+      activate: ``z -> a``, a tuple of arrays.
+      slope: ``a -> da/dz``, the same structure, from the activations alone.
+      combine: ``(params, carry, a) -> (carry, y)``.
+    """
+
+    activate: Callable[[Array], tuple]
+    slope: Callable[[tuple], tuple]
+    combine: Callable[..., tuple[Any, Array]]
+
+
 class FusedStep(NamedTuple):
     """A step written as ``gates(params, carry, pre, recurrent_input(carry) @ params["wh"])``,
     which lets ``unroll`` run the fused backward pass (``rnnjax.fused_backward``). The cell
@@ -31,12 +48,14 @@ class FusedStep(NamedTuple):
         first ``k`` of the ``G`` gate columns are read that way, and it keeps their sums and the
         rest of ``pre`` and ``rec``, ``2G - k`` columns (a GRU's r and z: ``k = 2H``).
       compute_dtype: the dtype of the recurrent matmul (None: float32), as in ``matmul``.
+      activations: optional ``GateActivations`` of an additive ``gates``.
     """
 
     recurrent_input: Callable[[Any], Array]
     gates: Callable[..., tuple[Any, Array]]
     additive: bool | int = False
     compute_dtype: Any = None
+    activations: GateActivations | None = None
 
 
 class Cell(NamedTuple):

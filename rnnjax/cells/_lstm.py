@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     FusedStep,
+    GateActivations,
     carry_maker,
     check_compute_dtype,
     fused_init,
@@ -101,20 +102,38 @@ def lstm(
     def project(params, x):
         return norm(params, "ln_x", matmul(x, params["wx"], compute_dtype)) + params["b"]
 
+    def clipped(c):
+        return c if cell_clip is None else jnp.clip(c, -cell_clip, cell_clip)
+
+    def emit(params, c, output_gate):
+        h = output_gate * jnp.tanh(norm(params, "ln_c", c))
+        if proj_size:
+            h = matmul(h, params["w_proj"], compute_dtype)
+        return LSTMCarry(c, h), h
+
     def gates(params, carry, pre, rec):
         i, f, g, o = jnp.split(pre + norm(params, "ln_h", rec), 4, axis=-1)
         if peepholes:
             p_i, p_f, p_o = params["peep"]
             i, f = i + p_i * carry.c, f + p_f * carry.c
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        if cell_clip is not None:
-            c = jnp.clip(c, -cell_clip, cell_clip)
+        c = clipped(jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g))
         if peepholes:
             o = o + p_o * c
-        h = jax.nn.sigmoid(o) * jnp.tanh(norm(params, "ln_c", c))
-        if proj_size:
-            h = matmul(h, params["w_proj"], compute_dtype)
-        return LSTMCarry(c, h), h
+        return emit(params, c, jax.nn.sigmoid(o))
 
-    fused = FusedStep(lambda carry: carry.h, gates, not layer_norm, compute_dtype)
+    def activate(z):
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+
+    def slope(a):
+        s_i, s_f, t_g, s_o = a
+        return s_i * (1 - s_i), s_f * (1 - s_f), 1 - t_g * t_g, s_o * (1 - s_o)
+
+    def combine(params, carry, a):
+        s_i, s_f, t_g, s_o = a
+        return emit(params, clipped(s_f * carry.c + s_i * t_g), s_o)
+
+    plain = not (peepholes or layer_norm)  # gates read the carry only after the activations
+    activations = GateActivations(activate, slope, combine) if plain else None
+    fused = FusedStep(lambda carry: carry.h, gates, not layer_norm, compute_dtype, activations)
     return hoistable(init, initial_carry, project, fused_recur(fused), out, fused=fused)
