@@ -161,8 +161,11 @@ def weight_grads_after_loop(compute_dtype, kept) -> bool:
 
 
 def _summed_columns(step: FusedStep, width: int) -> int:
-    """How many leading gate columns ``step.gates`` reads only through ``pre + rec``."""
-    return width if step.additive is True else int(step.additive)
+    """How many leading gate columns ``step.gates`` reads only through ``pre + rec`` (all of
+    them with ``GateActivations``, whose ``activate`` takes that sum)."""
+    if step.additive is True or step.activations is not None:
+        return width
+    return int(step.additive)
 
 
 def _keep(pre, rec, summed: int):
