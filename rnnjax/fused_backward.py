@@ -4,9 +4,9 @@ Autodiff of ``lax.scan`` keeps whatever residuals each step's linearisation need
 reverse loop, transposes ``Wh`` (and, with a ``compute_dtype``, re-casts it) at every step. Here
 the forward pass keeps only each step's incoming carry and gate pre-activations ``z``; the
 reverse loop recomputes the gates from them, runs their VJP and multiplies ``dz`` by a ``Whᵀ``
-made once, outside the loop, in the compute dtype. A step with ``GateActivations`` (an LSTM
-without peepholes or layer norm) keeps the gates' activations instead, so the reverse loop
-evaluates no sigmoid or tanh of them. The weight gradients are either summed step by
+made once, outside the loop, in the compute dtype. A step with ``GateActivations`` (a GRU, an
+LSTM without peepholes or layer norm) keeps the gates' activations instead, so the reverse
+loop evaluates no sigmoid or tanh of them. The weight gradients are either summed step by
 step inside the loop or, for short sequences with low-precision matmuls, computed after it as
 one large matmul each over all ``T·B`` rows, as cuDNN does (``weight_grads_after_loop``).
 Results equal autodiff's (tests); BUILD_NOTES.md has the measurements.
@@ -60,7 +60,7 @@ def _forward(static, params, xs, carry, initial, valid, resets):
         pre = project(params, x)
         rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
         if step.activations is not None:  # keep the activations, not what goes in
-            a = step.activations.activate(pre + rec)
+            a = step.activations.activate(params, pre, rec)
             new, y = step.activations.combine(params, carry_in, a)
             return new, y, (carry_in, a)
         new, y = step.gates(params, carry_in, pre, rec)
@@ -104,12 +104,13 @@ def _backward(static, residuals, cotangents):
         if step.activations is not None:
             _, combine_vjp = jax.vjp(step.activations.combine, gate_params, carry_in, kept_t)
             d_gate_params, d_carry_in, d_a = combine_vjp((d_carry, d_y))
-            slopes = step.activations.slope(kept_t)
-            d_kept = [jnp.concatenate([d * s for d, s in zip(d_a, slopes, strict=True)], -1)]
+            d_bias, d_pre, d_rec = step.activations.pullback(gate_params, kept_t, d_a)
+            d_gate_params = _add_to(d_gate_params, d_bias)
+            d_kept = _keep_cotangents(d_pre, d_rec, summed) if after else None
         else:
             _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
             d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
-        d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
+            d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
         h, input_vjp = jax.vjp(step.recurrent_input, carry_in)
         d_carry_in = _add(
             d_carry_in, input_vjp(low_precision_dot(d_rec, wh_t, step.compute_dtype))[0]
@@ -161,11 +162,8 @@ def weight_grads_after_loop(compute_dtype, kept) -> bool:
 
 
 def _summed_columns(step: FusedStep, width: int) -> int:
-    """How many leading gate columns ``step.gates`` reads only through ``pre + rec`` (all of
-    them with ``GateActivations``, whose ``activate`` takes that sum)."""
-    if step.additive is True or step.activations is not None:
-        return width
-    return int(step.additive)
+    """How many leading gate columns ``step.gates`` reads only through ``pre + rec``."""
+    return width if step.additive is True else int(step.additive)
 
 
 def _keep(pre, rec, summed: int):
@@ -188,6 +186,16 @@ def _unkeep(kept, width: int, summed: int):
     both, pre, rec = kept
     zeros = jnp.zeros(both.shape[:-1] + (summed,), both.dtype)
     return jnp.concatenate([both, pre], -1), jnp.concatenate([zeros, rec], -1)
+
+
+def _keep_cotangents(d_pre, d_rec, summed: int):
+    """The cotangents of ``_keep``'s residuals from those of ``pre`` and ``rec``, which agree on
+    the summed columns."""
+    if summed == d_pre.shape[-1]:
+        return (d_pre,)
+    if summed == 0:
+        return d_pre, d_rec
+    return d_pre[..., :summed], d_pre[..., summed:], d_rec[..., summed:]
 
 
 def _pre_and_rec(d_kept, width: int, summed: int):

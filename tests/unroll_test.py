@@ -613,7 +613,7 @@ FUSED_CELLS = {
     "lstm_all_options": lambda: get_cell("lstm"),  # layer norm: pre and rec kept apart
     "learnable_lstm": lambda: get_cell("learnable_lstm"),  # additive: z = pre + rec kept
     "learnable_gru": lambda: get_cell("learnable_gru"),
-    # no peepholes: the activations are kept (GateActivations)
+    # no peepholes: the activations are kept (GateActivations), as a GRU's are
     "clipped_lstm": lambda: cells.lstm(H, proj_size=P, cell_clip=0.3, learn_initial_carry=True),
     "lstm_bfloat16": lambda: cells.lstm(H, proj_size=P, compute_dtype="bfloat16"),
     "gru_bfloat16": lambda: cells.gru(H, learn_initial_carry=True, compute_dtype="bfloat16"),
@@ -661,19 +661,52 @@ def test_fused_backward_equals_autodiff(name, in_loop, monkeypatch):
 
 
 @pytest.mark.parametrize(
+    "make_cell",
+    [
+        lambda: cells.lstm(H),
+        lambda: cells.lstm(H, proj_size=P, cell_clip=0.3),
+        lambda: cells.gru(H),
+        lambda: cells.gru(H, compute_dtype="bfloat16"),
+    ],
+    ids=["lstm", "clipped_projected_lstm", "gru", "gru_bfloat16"],
+)
+def test_gate_activations_split_the_gates_and_pull_back_like_autodiff(make_cell):
+    """``combine(activate(...))`` is the step's ``gates``, and ``pullback`` gives from the
+    activations alone what autodiff of ``activate`` gives (params, ``pre`` and ``rec``)."""
+    cell = make_cell()
+    fused = cell.fused
+    params, _ = setup(cell, seed=40)
+    carry = random_carry(cell, params, seed=41)
+    width = params["wh"].shape[-1]
+    pre, rec = (randomize(jax.ShapeDtypeStruct((B, width), jnp.float32), s) for s in (42, 43))
+    gate_params = {k: v for k, v in params.items() if k not in ("wx", "wh")}
+
+    a, activate_vjp = jax.vjp(fused.activations.activate, gate_params, pre, rec)
+    assert_trees_close(
+        fused.activations.combine(params, carry, a), fused.gates(params, carry, pre, rec)
+    )
+    d_a = tuple(randomize(jax.ShapeDtypeStruct(x.shape, x.dtype), 44 + i) for i, x in enumerate(a))
+    d_params, d_pre, d_rec = fused.activations.pullback(gate_params, a, d_a)
+    want_params, want_pre, want_rec = activate_vjp(d_a)
+    assert_trees_close((d_pre, d_rec), (want_pre, want_rec), atol=1e-6, rtol=1e-5)
+    reached = {k: g for k, g in want_params.items() if np.abs(g).max() > 0}
+    assert_trees_close(d_params, reached, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
     "make_cell, widths",
     [
         (lambda: cells.lstm(H), [H] * 6),  # c and h in; the four gates' activations
         (lambda: cells.lstm(H, peepholes=True), [H, H, 4 * H]),  # c and h in; z = pre + rec
-        (lambda: cells.gru(H), [H, 2 * H, H, H]),  # h in; r and z summed; n's pre, rec
+        (lambda: cells.gru(H), [H, 2 * H, H, H]),  # h in; r and z; n; n's recurrent term
         (lambda: cells.lstm(H, layer_norm=True), [H, H, 4 * H, 4 * H]),  # pre, rec apart
     ],
     ids=["lstm", "peephole_lstm", "gru", "layer_norm_lstm"],
 )
 def test_fused_backward_keeps_per_step_only_the_carry_and_what_the_gates_read(make_cell, widths):
     """The per-step residuals, ``[T, B, width]`` each, besides the inputs: a gate column read
-    only through ``pre + rec`` is kept once, summed (a GRU keeps 5H a step, not 7H), and an
-    LSTM with ``GateActivations`` keeps its four gates' activations."""
+    only through ``pre + rec`` is kept once, summed, and a step with ``GateActivations`` keeps
+    its activations: an LSTM its four gates', a GRU r, z, n and n's recurrent term."""
     cell = make_cell()
     params, xs = setup(cell)
 

@@ -1,6 +1,6 @@
 """Recurrent cells: each a value of pure functions (init, initial_carry, apply)."""
 
-from rnnjax.cells._base import Cell, FusedStep, GateActivations
+from rnnjax.cells._base import Cell, FusedStep, GateActivations, sigmoid_slope, tanh_slope
 from rnnjax.cells._gru import gru
 from rnnjax.cells._linear import LinearRecurrence, linear_cell, lru, min_gru, min_lstm
 from rnnjax.cells._lstm import LSTMCarry, lstm
@@ -21,6 +21,8 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "output_projection",
+    "sigmoid_slope",
     "simple",
     "stack",
+    "tanh_slope",
 ]

@@ -18,20 +18,34 @@ zeros = jax.nn.initializers.zeros
 
 
 class GateActivations(NamedTuple):
-    """An optional split of ``FusedStep.gates`` for additive steps: ``gates(params, carry, pre,
-    rec) == combine(params, carry, activate(pre + rec))``, where ``activate`` is elementwise
-    and its derivative is a function of its output (σ' = σ(1 - σ), tanh' = 1 - tanh²). The
-    fused backward pass then keeps the activations and never recomputes them.
+    """An optional split of ``FusedStep.gates``: ``gates(params, carry, pre, rec) ==
+    combine(params, carry, activate(params, pre, rec))``, where the VJP of ``activate`` is a
+    function of its outputs alone (σ' = σ(1 - σ), tanh' = 1 - tanh²). The fused backward pass
+    then keeps the activations and never recomputes them.
 
     Attributes:
-      activate: ``z -> a``, a tuple of arrays.
-      slope: ``a -> da/dz``, the same structure, from the activations alone.
+      activate: ``(params, pre, rec) -> a``, a tuple of arrays; it may include values that only
+        ``pullback`` reads (a GRU's r and its n gate's recurrent term).
       combine: ``(params, carry, a) -> (carry, y)``.
+      pullback: ``(params, a, d_a) -> (d_params, d_pre, d_rec)``, the VJP of ``activate`` from
+        ``a`` alone; ``d_params`` holds the cotangents of the params ``activate`` reads (a
+        dict, maybe empty). ``d_pre`` and ``d_rec`` must agree on ``FusedStep.additive``'s
+        summed columns.
     """
 
-    activate: Callable[[Array], tuple]
-    slope: Callable[[tuple], tuple]
+    activate: Callable[..., tuple]
     combine: Callable[..., tuple[Any, Array]]
+    pullback: Callable[..., tuple[Params, Array, Array]]
+
+
+def sigmoid_slope(s: Array) -> Array:
+    """σ'(z) from s = σ(z)."""
+    return s * (1 - s)
+
+
+def tanh_slope(t: Array) -> Array:
+    """tanh'(z) from t = tanh(z)."""
+    return 1 - t * t
 
 
 class FusedStep(NamedTuple):
@@ -48,7 +62,7 @@ class FusedStep(NamedTuple):
         first ``k`` of the ``G`` gate columns are read that way, and it keeps their sums and the
         rest of ``pre`` and ``rec``, ``2G - k`` columns (a GRU's r and z: ``k = 2H``).
       compute_dtype: the dtype of the recurrent matmul (None: float32), as in ``matmul``.
-      activations: optional ``GateActivations`` of an additive ``gates``.
+      activations: optional ``GateActivations`` of ``gates``.
     """
 
     recurrent_input: Callable[[Any], Array]

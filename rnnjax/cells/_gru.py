@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     FusedStep,
+    GateActivations,
     carry_maker,
     check_compute_dtype,
     fused_init,
@@ -14,6 +15,8 @@ from rnnjax.cells._base import (
     hoistable,
     matmul,
     orthogonal,
+    sigmoid_slope,
+    tanh_slope,
     zeros,
 )
 
@@ -63,14 +66,6 @@ def gru(
     def project(params, x):
         return matmul(x, params["wx"], compute_dtype) + params["b"]
 
-    def gates_after_reset(params, h, pre, rec):
-        x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(rec, 3, axis=-1)
-        r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + params["bh_n"]))
-        h = (1.0 - z) * n + z * h
-        return h, h
-
     def recur_reset_before(params, h, pre):
         x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
         w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
@@ -80,8 +75,34 @@ def gru(
         h = (1.0 - z) * n + z * h
         return h, h
 
+    def activate(params, pre, rec):  # r and z kept as one array: cheaper to store (measured)
+        rz = jax.nn.sigmoid(pre[..., : 2 * units] + rec[..., : 2 * units])
+        h_n = rec[..., 2 * units :] + params["bh_n"]
+        return rz, jnp.tanh(pre[..., 2 * units :] + rz[..., :units] * h_n), h_n
+
+    def combine(params, h, a):
+        rz, n, _ = a
+        z = rz[..., units:]
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    def pullback(params, a, d_a):
+        rz, n, h_n = a
+        d_rz, d_n, d_h_n = d_a
+        d_n = d_n * tanh_slope(n)  # the n gate's input, x_n + r ⊙ h_n
+        d_r = d_rz[..., :units] + d_n * h_n
+        d_rz = jnp.concatenate([d_r, d_rz[..., units:]], -1) * sigmoid_slope(rz)
+        d_h_n = d_h_n + d_n * rz[..., :units]
+        d_bias = {"bh_n": jnp.sum(d_h_n, axis=tuple(range(d_h_n.ndim - 1)))}
+        return d_bias, jnp.concatenate([d_rz, d_n], -1), jnp.concatenate([d_rz, d_h_n], -1)
+
     # reset before the matmul puts r ⊙ h inside it, so only reset_after has the fused split
     if not reset_after:
         return hoistable(init, initial_carry, project, recur_reset_before, units)
-    fused = FusedStep(lambda h: h, gates_after_reset, 2 * units, compute_dtype)  # r, z: sums
+
+    def gates_after_reset(params, h, pre, rec):
+        return combine(params, h, activate(params, pre, rec))
+
+    activations = GateActivations(activate, combine, pullback)
+    fused = FusedStep(lambda h: h, gates_after_reset, 2 * units, compute_dtype, activations)
     return hoistable(init, initial_carry, project, fused_recur(fused), units, fused=fused)

@@ -18,6 +18,8 @@ from rnnjax.cells._base import (
     layer_normalize,
     matmul,
     orthogonal,
+    sigmoid_slope,
+    tanh_slope,
     zeros,
 )
 
@@ -121,19 +123,21 @@ def lstm(
             o = o + p_o * c
         return emit(params, c, jax.nn.sigmoid(o))
 
-    def activate(z):
-        i, f, g, o = jnp.split(z, 4, axis=-1)
+    def activate(params, pre, rec):
+        i, f, g, o = jnp.split(pre + rec, 4, axis=-1)
         return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-
-    def slope(a):
-        s_i, s_f, t_g, s_o = a
-        return s_i * (1 - s_i), s_f * (1 - s_f), 1 - t_g * t_g, s_o * (1 - s_o)
 
     def combine(params, carry, a):
         s_i, s_f, t_g, s_o = a
         return emit(params, clipped(s_f * carry.c + s_i * t_g), s_o)
 
+    def pullback(params, a, d_a):
+        s_i, s_f, t_g, s_o = a
+        slopes = sigmoid_slope(s_i), sigmoid_slope(s_f), tanh_slope(t_g), sigmoid_slope(s_o)
+        d_z = jnp.concatenate([d * s for d, s in zip(d_a, slopes, strict=True)], axis=-1)
+        return {}, d_z, d_z
+
     plain = not (peepholes or layer_norm)  # gates read the carry only after the activations
-    activations = GateActivations(activate, slope, combine) if plain else None
+    activations = GateActivations(activate, combine, pullback) if plain else None
     fused = FusedStep(lambda carry: carry.h, gates, not layer_norm, compute_dtype, activations)
     return hoistable(init, initial_carry, project, fused_recur(fused), out, fused=fused)
