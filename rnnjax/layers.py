@@ -267,10 +267,7 @@ def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cel
         return carry * mask
 
     recur = None if cell.recur is None else (lambda p, c, pre: cell.recur(p, masked(c), pre))
-    fused = cell.fused and cell.fused._replace(
-        recurrent_input=lambda c: cell.fused.recurrent_input(masked(c)),
-        gates=lambda p, c, pre, rec: cell.fused.gates(p, masked(c), pre, rec),
-    )
+    fused = cell.fused and cell.fused.on_carry(masked)
     # linear=None: the parallel form never sees the mask, so masked steps take the scan path
     return cell._replace(
         apply=lambda p, c, x: cell.apply(p, masked(c), x), recur=recur, linear=None, fused=fused

@@ -71,6 +71,17 @@ class FusedStep(NamedTuple):
     compute_dtype: Any = None
     activations: GateActivations | None = None
 
+    def on_carry(self, transform: Callable[[Any], Any]) -> "FusedStep":
+        """The same step reading ``transform(carry)`` wherever it reads the carry (the
+        recurrent input, the gates, the activations' ``combine``), e.g. a dropout mask."""
+        combine = self.activations and self.activations.combine
+        return self._replace(
+            recurrent_input=lambda c: self.recurrent_input(transform(c)),
+            gates=lambda p, c, pre, rec: self.gates(p, transform(c), pre, rec),
+            activations=self.activations
+            and self.activations._replace(combine=lambda p, c, a: combine(p, transform(c), a)),
+        )
+
 
 class Cell(NamedTuple):
     """One step of one recurrence, as a value of pure functions.
