@@ -236,15 +236,22 @@ def zeros_carry(template: Carry, batch_shape: tuple[int, ...]) -> Carry:
     return jax.tree.map(lambda t: jnp.zeros(tuple(batch_shape) + t.shape, t.dtype), template)
 
 
+def carry_vector(size: int) -> jax.ShapeDtypeStruct:
+    """One example's float32 carry vector of ``size``, as a shape: building a cell touches no
+    device, so ``distributed.split_cpu`` may still run after a model is built."""
+    return jax.ShapeDtypeStruct((size,), jnp.float32)
+
+
 def carry_maker(template: Carry, learnable: bool):
     """Returns ``(init_carry_params, initial_carry)`` for a zero or a learnable initial carry.
 
-    ``template`` holds per-example arrays (no batch axis). With ``learnable`` the carry is stored
-    in ``params["carry0"]`` and broadcast over the batch, so gradients reach it.
+    ``template`` holds one example's carry as ``jax.ShapeDtypeStruct`` leaves (``carry_vector``).
+    With ``learnable`` the carry is stored in ``params["carry0"]`` (zeros at init) and broadcast
+    over the batch, so gradients reach it.
     """
 
     def init_params():
-        return {"carry0": template} if learnable else {}
+        return {"carry0": zeros_carry(template, ())} if learnable else {}
 
     def initial_carry(params, batch_shape):
         if not learnable:

@@ -8,6 +8,7 @@ from rnnjax.cells._base import (
     FusedStep,
     GateActivations,
     carry_maker,
+    carry_vector,
     check_compute_dtype,
     fused_init,
     fused_recur,
@@ -50,7 +51,7 @@ def gru(
       >>> cell = rnnjax.cells.gru(128, reset_after=False)
     """
     compute_dtype = check_compute_dtype(compute_dtype)
-    carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
 
     def init(key, input_size):
         kx, kh, kb, kbh = jax.random.split(key, 4)

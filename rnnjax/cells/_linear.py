@@ -12,7 +12,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells._base import Cell, carry_maker, fused_init, glorot_uniform, hoistable, zeros
+from rnnjax.cells._base import (
+    Cell,
+    carry_maker,
+    carry_vector,
+    fused_init,
+    glorot_uniform,
+    hoistable,
+    zeros,
+)
 
 
 def _identity(s):
@@ -78,7 +86,7 @@ def _rows(params):
 
 def _gated(units, gates, kernel_init, bias_init, learn_initial_carry):
     """init, initial_carry and project of a minGRU/minLSTM with ``gates`` fused blocks."""
-    carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
 
     def init(key, input_size):
         kx, kb = jax.random.split(key)
@@ -198,7 +206,7 @@ def lru(
     if max_phase <= 0:
         raise ValueError(f"max_phase must be positive, got {max_phase}")
     out = units if output_size is None else output_size
-    carry_params, initial_carry = carry_maker(jnp.zeros((2 * units,)), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(2 * units), learn_initial_carry)
 
     def init(key, input_size):
         return _lru_init(key, input_size, units, out, r_min, r_max, max_phase) | carry_params()

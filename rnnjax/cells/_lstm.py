@@ -10,6 +10,7 @@ from rnnjax.cells._base import (
     FusedStep,
     GateActivations,
     carry_maker,
+    carry_vector,
     check_compute_dtype,
     fused_init,
     fused_recur,
@@ -78,7 +79,7 @@ def lstm(
     out = proj_size or units
     compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(
-        LSTMCarry(jnp.zeros((units,)), jnp.zeros((out,))), learn_initial_carry
+        LSTMCarry(carry_vector(units), carry_vector(out)), learn_initial_carry
     )
 
     def init(key, input_size):

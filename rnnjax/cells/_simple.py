@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
+    carry_vector,
     check_compute_dtype,
     glorot_uniform,
     hoistable,
@@ -45,7 +46,7 @@ def simple(
     """
     phi = resolve_activation(activation)
     compute_dtype = check_compute_dtype(compute_dtype)
-    carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
 
     def init(key, input_size):
         kx, kh, kb = jax.random.split(key, 3)
@@ -99,7 +100,7 @@ def indrnn(
     """
     phi = resolve_activation(activation)
     compute_dtype = check_compute_dtype(compute_dtype)
-    carry_params, initial_carry = carry_maker(jnp.zeros((units,)), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
 
     def init(key, input_size):
         kx, ku, kb = jax.random.split(key, 3)
