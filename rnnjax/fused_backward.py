@@ -104,8 +104,8 @@ def _backward(static, residuals, cotangents):
         if step.activations is not None:
             _, combine_vjp = jax.vjp(step.activations.combine, gate_params, carry_in, kept_t)
             d_gate_params, d_carry_in, d_a = combine_vjp((d_carry, d_y))
-            d_bias, d_pre, d_rec = step.activations.pullback(gate_params, kept_t, d_a)
-            d_gate_params = _add_to(d_gate_params, d_bias)
+            d_read, d_pre, d_rec = step.activations.pullback(gate_params, kept_t, d_a)
+            d_gate_params = _add_to(d_gate_params, d_read)  # params activate reads
             d_kept = _keep_cotangents(d_pre, d_rec, summed) if after else None
         else:
             _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
