@@ -266,6 +266,20 @@ def test_split_cpu_makes_one_device_per_core_unless_already_chosen(args, env, ex
     assert done.stdout.split("\n")[-2] == expected
 
 
+def test_split_cpu_after_a_device_was_used_says_what_to_do():
+    code = (
+        "import jax.numpy as jnp; from rnnjax.train import distributed; jnp.ones(1); "
+        "distributed.split_cpu(2)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode != 0
+    assert "split_cpu(2) must run before anything touches a device" in done.stderr
+    assert "JAX_NUM_CPU_DEVICES=2" in done.stderr
+
+
 def test_most_devices_splits_the_batch_evenly():
     assert distributed.most_devices(150, 4) == 3
     assert distributed.most_devices(64, 4) == 4

@@ -75,7 +75,14 @@ def split_cpu(devices: int = -1, batch_size: int | None = None) -> int | None:
         devices = most_devices(batch_size, len(os.sched_getaffinity(0)))
     if devices < 1:
         raise ValueError(f"mesh.cpu_devices must be -1 (one per core) or >= 1, got {devices}")
-    jax.config.update("jax_num_cpu_devices", devices)
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError as e:  # a device was used before: the backend's count is fixed
+        raise RuntimeError(
+            f"split_cpu({devices}) must run before anything touches a device (an array, "
+            "jax.devices(), params), e.g. first thing after the imports; or set "
+            f"JAX_NUM_CPU_DEVICES={devices} in the environment"
+        ) from e
     return devices
 
 
