@@ -60,8 +60,9 @@ def unroll(
         (default) picks the parallel form except on CPU, where stepping measured 2-5x faster at
         every T up to 4096 (BUILD_NOTES.md).
       fused_backward: for cells with a ``cell.fused`` split (lstm, gru), differentiate with
-        ``rnnjax.fused_backward``: the forward pass keeps only carries and gate pre-activations,
-        and the reverse scan recomputes the gates and multiplies by ``Whᵀ`` cast once (with
+        ``rnnjax.fused_backward``: the forward pass keeps only carries and the gates'
+        activations (or pre-activations), and the reverse scan runs the gates' VJP from them and
+        multiplies by ``Whᵀ`` cast once (with
         bfloat16 matmuls on short sequences the weight gradients are then one matmul over all
         steps). Same results as autodiff of the scan; None (default) uses it whenever the cell
         has the split and neither ``remat`` nor ``hoist`` is asked for. False: plain autodiff,
