@@ -609,6 +609,12 @@ def test_last_output_alone_equals_its_entry_of_all_outputs(case):
 
 # ---------------------------------------------------------------- the fused backward pass
 
+
+def without_activations(cell):
+    """The same cell with its fused split's ``GateActivations`` dropped (the ``additive`` path)."""
+    return cell._replace(fused=cell.fused._replace(activations=None))
+
+
 FUSED_CELLS = {
     "lstm_all_options": lambda: get_cell("lstm"),  # layer norm: pre and rec kept apart
     "learnable_lstm": lambda: get_cell("learnable_lstm"),  # additive: z = pre + rec kept
@@ -617,6 +623,8 @@ FUSED_CELLS = {
     "clipped_lstm": lambda: cells.lstm(H, proj_size=P, cell_clip=0.3, learn_initial_carry=True),
     "lstm_bfloat16": lambda: cells.lstm(H, proj_size=P, compute_dtype="bfloat16"),
     "gru_bfloat16": lambda: cells.gru(H, learn_initial_carry=True, compute_dtype="bfloat16"),
+    # FusedStep.additive=2H without GateActivations: r, z summed, n's pre and rec kept apart
+    "gru_summed_rz": lambda: without_activations(cells.gru(H, learn_initial_carry=True)),
 }
 # float32: weight gradients summed inside the reverse loop; bfloat16 at these sizes: after it,
 # and inside it when the size limit for "after" is set below any size
@@ -719,9 +727,10 @@ def test_gate_activations_split_the_gates_and_pull_back_like_autodiff(make_cell)
         (lambda: cells.lstm(H), [H] * 6),  # c and h in; the four gates' activations
         (lambda: cells.lstm(H, peepholes=True), [H, H, 4 * H]),  # c and h in; z = pre + rec
         (lambda: cells.gru(H), [H, 2 * H, H, H]),  # h in; r and z; n; n's recurrent term
+        (lambda: without_activations(cells.gru(H)), [H, 2 * H, H, H]),  # r+z sums; n's pre, rec
         (lambda: cells.lstm(H, layer_norm=True), [H, H, 4 * H, 4 * H]),  # pre, rec apart
     ],
-    ids=["lstm", "peephole_lstm", "gru", "layer_norm_lstm"],
+    ids=["lstm", "peephole_lstm", "gru", "gru_summed_rz", "layer_norm_lstm"],
 )
 def test_fused_backward_keeps_per_step_only_the_carry_and_what_the_gates_read(make_cell, widths):
     """The per-step residuals, ``[T, B, width]`` each, besides the inputs: a gate column read
