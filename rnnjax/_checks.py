@@ -21,21 +21,29 @@ def check_sequence(
         raise ValueError(f"{name} must be {want}, got shape {shape}")
 
 
-def check_lengths(lengths, batch: int, time: int) -> None:
-    """Checks ``lengths`` is an integer ``[B]`` array; concrete values must lie in ``[0, T]``."""
+def check_lengths(lengths, batch: int, time: int) -> jax.Array:
+    """Checks ``lengths`` is an integer ``[B]`` array (or list); concrete values must lie in
+    ``[0, T]``. Returns it as an array."""
     if isinstance(lengths, list | tuple):
-        lengths = np.asarray(lengths)
+        lengths = jnp.asarray(lengths)  # (under jit, a list of tracers)
     shape = tuple(jnp.shape(lengths))
     if shape != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) = [B], got {shape}")
     if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
         raise TypeError(f"lengths must have an integer dtype, got {jnp.result_type(lengths)}")
-    if isinstance(lengths, jax.core.Tracer):
-        return  # values are unknown under jit; checked whenever they are concrete
-    values = np.asarray(lengths)
-    if values.size and (values.min() < 0 or values.max() > time):
+    check_range("lengths", lengths, 0, time + 1, f"[0, T={time}]")
+    return jnp.asarray(lengths)
+
+
+def check_range(name: str, values, low: int, high: int, described: str) -> None:
+    """Checks concrete integer ``values`` lie in ``[low, high)`` (``described``); under jit
+    the values are unknown and pass."""
+    if isinstance(values, jax.core.Tracer):
+        return
+    values = np.asarray(values)
+    if values.size and (values.min() < low or values.max() >= high):
         raise ValueError(
-            f"lengths must lie in [0, T={time}], got min {values.min()} and max {values.max()}"
+            f"{name} must lie in {described}, got min {values.min()} and max {values.max()}"
         )
 
 

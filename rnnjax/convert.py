@@ -9,6 +9,7 @@ converted params give the same outputs as the source layer, to float32 rounding.
 options that add no params (activation, ``cell_clip``, Flax ``residual``) are the caller's to match.
 """
 
+import re
 from collections.abc import Mapping
 
 import jax.numpy as jnp
@@ -99,7 +100,7 @@ def to_torch(kind: str, params: Mapping, *, layer: int = 0, reverse: bool = Fals
     }
     if "w_proj" in arrays:
         state[f"weight_hr{sfx}"] = arrays["w_proj"].T
-    return {name: np.array(value, order="C") for name, value in state.items()}  # writable
+    return {name: _torch_ready(value) for name, value in state.items()}
 
 
 def from_torch_layers(
@@ -116,12 +117,27 @@ def from_torch_layers(
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    _check_no_more_layers(state_dict, num_layers, bidirectional)
     if not bidirectional:
         return [from_torch(kind, state_dict, layer=k) for k in range(num_layers)]
     return [
         (from_torch(kind, state_dict, layer=k), from_torch(kind, state_dict, layer=k, reverse=True))
         for k in range(num_layers)
     ]
+
+
+def _check_no_more_layers(state_dict: Mapping, num_layers: int, bidirectional: bool) -> None:
+    """Raises if ``state_dict`` holds weights past ``num_layers`` or, without
+    ``bidirectional``, a reverse direction: converting only part of a module would be silent."""
+    found = (re.search(r"_l(\d+)(_reverse)?$", name) for name in state_dict)
+    left_out = sorted(
+        m.string for m in found if m and (int(m[1]) >= num_layers or (m[2] and not bidirectional))
+    )
+    if left_out:
+        raise ValueError(
+            f"state_dict has weights that num_layers={num_layers}, bidirectional="
+            f"{bidirectional} would leave out: {left_out}"
+        )
 
 
 def from_flax(kind: str, params: Mapping) -> dict:
@@ -194,8 +210,18 @@ def _suffix(layer: int, reverse: bool) -> str:
 
 def _array(value) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch.Tensor (maybe requiring grad), without importing torch
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # which numpy cannot hold
+            value = value.float()
+        value = value.numpy()
     return np.asarray(value)
+
+
+def _torch_ready(value: np.ndarray) -> np.ndarray:
+    """A writable C-ordered copy, float32 where ``torch.from_numpy`` cannot take the dtype
+    (bfloat16)."""
+    dtype = np.float32 if value.dtype == jnp.bfloat16 else value.dtype
+    return np.array(value, dtype=dtype, order="C")
 
 
 def _fused_sizes(wx: np.ndarray, gates: int, kind: str) -> tuple[int, int]:

@@ -7,6 +7,7 @@ hypothesis has emitted ``end_token``). Tokens come back ``[B, max_length]``, pad
 """
 
 import functools
+from numbers import Integral
 from typing import NamedTuple
 
 import jax
@@ -48,7 +49,9 @@ def greedy(
     batch = src.shape[0]
     tokens = jnp.full((batch, max_length), end_token, jnp.int32)
     first = jnp.full((batch,), start_token, jnp.int32)
-    init = (0, model.encode(params, src, src_lengths), first, jnp.zeros((batch,), bool), tokens)
+    carry = model.encode(params, src, src_lengths)
+    _check_tokens(model, params, carry, first, start_token, end_token)
+    init = (0, carry, first, jnp.zeros((batch,), bool), tokens)
 
     def step(loop):
         t, carry, last, done, tokens = loop
@@ -105,10 +108,11 @@ def beam_search(
       ...     model, params, src, start_token=1, end_token=2, max_length=20, beam_size=4)
     """
     _check_length(max_length)
-    if beam_size < 1:
-        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if not isinstance(beam_size, Integral) or beam_size < 1:
+        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     batch, k = src.shape[0], beam_size
     carry = model.encode(params, src, src_lengths)
+    _check_tokens(model, params, carry, jnp.zeros((batch,), jnp.int32), start_token, end_token)
     carry = jax.tree.map(lambda c: jnp.repeat(c, k, axis=0), carry)
     beams = _Beams(
         tokens=jnp.full((batch, k, max_length), end_token, jnp.int32),
@@ -166,5 +170,15 @@ def _penalty(steps: jax.Array, alpha: float) -> jax.Array:
 
 
 def _check_length(max_length: int) -> None:
-    if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    if not isinstance(max_length, Integral) or max_length < 1:
+        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
+
+
+def _check_tokens(model, params, carry, tokens, start_token: int, end_token: int) -> None:
+    """Checks both tokens are ids of the decoder's vocabulary (its logits' size V): an id out
+    of range would be fed to the embedding (NaN) or never be emitted."""
+    _, logits = jax.eval_shape(model.decode_step, params, carry, tokens)
+    vocab = logits.shape[-1]
+    for name, token in (("start_token", start_token), ("end_token", end_token)):
+        if not isinstance(token, Integral) or not 0 <= token < vocab:
+            raise ValueError(f"{name} must be an int in [0, V={vocab}), got {token!r}")

@@ -41,8 +41,13 @@ def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
       >>> layer = rnnjax.serial(body, head)
       >>> out = rnnjax.generate(layer, {"0": params["body"], "1": params["head"]}, seed, steps=300)
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if not layer.causal:
+        raise ValueError(
+            "generate needs a causal layer (each output reads earlier inputs only), got one "
+            "with a reverse rnn or a bidirectional layer, whose outputs read the future"
+        )
     if jnp.ndim(seed) != 3 or seed.shape[1] < 1:
         raise ValueError(f"seed must be [B, T0, D] with T0 >= 1, got shape {jnp.shape(seed)}")
     carry, ys = layer.apply(params, seed)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_range
 from rnnjax._stepping import at_last_step
 from rnnjax.cells import Cell, LSTMCarry
 from rnnjax.cells._base import (
@@ -30,11 +31,14 @@ class Layer(NamedTuple):
     ``last``, optional, has ``apply``'s signature and returns ``(carry, y [B, out_size])``:
     ``apply``'s output at each sequence's last valid step (zeros for an empty one), computed
     without storing the other steps' outputs. ``seq2vec(pool="last")`` uses it when present.
+    ``causal``: step t's output reads inputs up to t only (false for a reverse ``rnn`` and
+    ``bidirectional``); ``generate`` needs it.
     """
 
     init: Callable[[jax.Array, int], tuple[Any, int]]
     apply: Callable[..., tuple[Any, jax.Array]]
     last: Callable[..., tuple[Any, jax.Array]] | None = None
+    causal: bool = True
 
 
 def rnn(
@@ -87,7 +91,7 @@ def rnn(
     def last(params, xs, carry=None, *, lengths=None, key=None):
         return run(params, xs, carry, lengths, key, return_sequences=False)
 
-    return Layer(init, apply, None if reverse else last)
+    return Layer(init, apply, None if reverse else last, causal=not reverse)
 
 
 def bidirectional(
@@ -124,7 +128,7 @@ def bidirectional(
         ys = jnp.concatenate([yf, yb], axis=-1) if merge == "concat" else yf + yb
         return (cf, cb), ys
 
-    return Layer(init, apply)
+    return Layer(init, apply, causal=False)
 
 
 def serial(*layers: Layer) -> Layer:
@@ -165,7 +169,8 @@ def serial(*layers: Layer) -> Layer:
     def last(params, xs, carry=None, *, lengths=None, key=None):
         return run(params, xs, carry, lengths, key, last_only=True)
 
-    return Layer(init, apply, last if layers[-1].last is not None else None)
+    causal = all(layer.causal for layer in layers)
+    return Layer(init, apply, last if layers[-1].last is not None else None, causal)
 
 
 def residual(layer: Layer) -> Layer:
@@ -185,7 +190,7 @@ def residual(layer: Layer) -> Layer:
         carry, y = layer.last(params, xs, carry, lengths=lengths, key=key)
         return carry, at_last_step(xs, lengths, time_axis=1) + y
 
-    return Layer(init, apply, last if layer.last is not None else None)
+    return Layer(init, apply, last if layer.last is not None else None, layer.causal)
 
 
 def dense(
@@ -223,7 +228,12 @@ def embed(vocab_size: int, size: int, *, embedding_init=standard_normal) -> Laye
     def apply(params, tokens, carry=None, *, lengths=None, key=None):
         if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
             raise TypeError(f"embed expects integer tokens, got {jnp.result_type(tokens)}")
-        return None, jnp.take(params["table"], tokens, axis=0)
+        vocab = params["table"].shape[0]
+        check_range("embed's tokens", tokens, 0, vocab, f"[0, vocab_size={vocab})")
+        # Under jit ids cannot raise: any outside [0, V) gives a NaN row (negative ones too,
+        # which indexing would wrap), so a loss shows it.
+        tokens = jnp.where(tokens < 0, vocab, tokens)
+        return None, jnp.take(params["table"], tokens, axis=0, mode="fill", fill_value=jnp.nan)
 
     return Layer(init, apply)
 

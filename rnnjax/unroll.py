@@ -92,8 +92,8 @@ def unroll(
         carry = varying_like(carry, (params, xs_tm))
     valid = None
     if lengths is not None:
-        _checks.check_lengths(lengths, batch, time)
-        valid = jnp.arange(time)[:, None] < jnp.asarray(lengths)[None, :]
+        lengths = _checks.check_lengths(lengths, batch, time)
+        valid = jnp.arange(time)[:, None] < lengths[None, :]
     if resets is not None:
         if time_major:
             _checks.check_mask("resets (time-major)", resets, (time, batch), "[T, B]")

@@ -154,3 +154,22 @@ def test_bad_options_are_named():
         attentive("dot", False)
     with pytest.raises(ValueError, match="input_feeding=True needs an attention decoder"):
         attentive("none", True)
+
+
+def test_bad_targets_are_named(model_and_params):
+    """The attention decoder steps its own scan, so its targets are checked before it."""
+    model, params = model_and_params
+    src, tgt = tokens(1, (B, S), SRC_V), tokens(2, (B, 3), TGT_V)
+    with pytest.raises(ValueError, match=r"tgt_in must be \[4, T\] \(the source's batch\)"):
+        model.apply(params, src, tgt[:1])
+    with pytest.raises(ValueError, match=r"lengths must have shape \(4,\)"):
+        model.apply(params, src, tgt, tgt_lengths=jnp.array([1]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=3\]"):
+        model.apply(params, src, tgt, tgt_lengths=jnp.array([4, 1, 1, 1]))
+    with pytest.raises(TypeError, match="lengths must have an integer dtype"):
+        model.apply(params, src, tgt, src_lengths=jnp.ones(B))
+    listed = model.apply(params, src, tgt, tgt_lengths=[3, 2, 1, 0], src_lengths=[6, 2, 1, 4])
+    want = model.apply(
+        params, src, tgt, tgt_lengths=jnp.array([3, 2, 1, 0]), src_lengths=SRC_LENGTHS
+    )
+    np.testing.assert_array_equal(listed, want)

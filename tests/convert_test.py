@@ -239,3 +239,27 @@ def test_torch_errors():
         convert.to_torch("lstm", params | {"b": jnp.zeros(8)})
     with pytest.raises(ValueError, match="num_layers"):
         convert.from_torch_layers("lstm", state, 0)
+
+
+def test_from_torch_layers_will_not_leave_layers_or_directions_out():
+    torch = _torch()
+    deep = _torch_module(torch, "gru", num_layers=2).state_dict()
+    with pytest.raises(ValueError, match=r"num_layers=1, bidirectional=False would leave out: "):
+        convert.from_torch_layers("gru", deep, 1)
+    both_ways = _torch_module(torch, "gru", bidirectional=True).state_dict()
+    with pytest.raises(ValueError, match=r"leave out: \['bias_hh_l0_reverse'"):
+        convert.from_torch_layers("gru", both_ways, 1)
+    assert len(convert.from_torch_layers("gru", deep, 2)) == 2
+
+
+def test_bfloat16_weights_convert_both_ways():
+    """numpy holds no torch bfloat16, and torch.from_numpy takes no ml_dtypes bfloat16."""
+    torch = _torch()
+    module = _torch_module(torch, "lstm")
+    params = convert.from_torch("lstm", module.to(torch.bfloat16).state_dict())
+    want = {k: v.float().numpy() for k, v in module.state_dict().items()}  # bf16 values, exactly
+    np.testing.assert_array_equal(params["wx"], want["weight_ih_l0"].T)
+    state = convert.to_torch("lstm", jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))
+    copy = _torch_module(torch, "lstm")
+    copy.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+    np.testing.assert_array_equal(copy.weight_hh_l0.detach().numpy(), want["weight_hh_l0"])

@@ -6,6 +6,7 @@ hand-built model whose next-token probabilities are a table, where the answer is
 by hand.
 """
 
+import functools
 import itertools
 
 import jax
@@ -184,3 +185,23 @@ def test_greedy_on_the_table_stops_at_once_and_bad_sizes_raise():
         greedy(model, model.init(None), src, **options, max_length=0)
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(model, model.init(None), src, **options, max_length=5, beam_size=0)
+    with pytest.raises(ValueError, match="max_length must be an int >= 1, got 2.5"):
+        greedy(model, model.init(None), src, **options, max_length=2.5)
+
+
+@pytest.mark.parametrize("decode", ["greedy", "beam_search"])
+def test_tokens_outside_the_vocabulary_raise(random_model, decode):
+    model, params, src = random_model
+    run = greedy if decode == "greedy" else functools.partial(beam_search, beam_size=2)
+    for tokens in (dict(start_token=V, end_token=END), dict(start_token=START, end_token=-1)):
+        name = next(iter(k for k, v in tokens.items() if not 0 <= v < V))
+        with pytest.raises(ValueError, match=f"{name} must be an int in \\[0, V={V}\\)"):
+            run(model, params, src, **tokens, max_length=3)
+
+
+def test_source_lengths_as_a_list(random_model):
+    model, params, src = random_model
+    options = dict(start_token=START, end_token=END, max_length=4)
+    want = greedy(model, params, src, src_lengths=SRC_LENGTHS, **options)
+    got = greedy(model, params, src, src_lengths=SRC_LENGTHS.tolist(), **options)
+    np.testing.assert_array_equal(got[0], want[0])

@@ -93,10 +93,18 @@ def test_new_values_of_the_same_shapes_reuse_the_compiled_program():
 def test_bad_arguments_name_what_was_expected():
     cell = cells.output_projection(cells.simple(H), D)
     layer, params = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
-    with pytest.raises(ValueError, match="steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         rnnjax.generate(layer, params, _seed(), steps=0)
     with pytest.raises(ValueError, match=r"seed must be \[B, T0, D\] with T0 >= 1, got shape"):
         rnnjax.generate(layer, params, jnp.zeros((B, 0, D)), steps=3)
     wide = rnnjax.rnn(cells.simple(H))
     with pytest.raises(ValueError, match=f"must output its input size {D} .* got output size {H}"):
         rnnjax.generate(wide, cells.simple(H).init(jax.random.key(0), D), _seed(), steps=3)
+    projected = cells.output_projection(cells.simple(H), D)
+    for future in (
+        rnnjax.serial(rnnjax.rnn(projected, reverse=True)),
+        rnnjax.serial(rnnjax.bidirectional(cells.simple(H)), rnnjax.dense(D)),
+    ):
+        params, _ = future.init(jax.random.key(0), D)
+        with pytest.raises(ValueError, match="needs a causal layer"):
+            rnnjax.generate(future, params, _seed(), steps=3)

@@ -154,6 +154,17 @@ def test_dense_and_embed_shapes():
         layer.apply(params, tokens.astype(jnp.float32))
 
 
+def test_embed_ids_outside_the_vocabulary_raise_or_give_nan_under_jit():
+    layer = rnnjax.embed(7, D)
+    params, _ = layer.init(jax.random.key(0), 0)
+    for bad in ([[0, 7]], [[-1, 2]]):
+        with pytest.raises(ValueError, match=r"in \[0, vocab_size=7\), got min"):
+            layer.apply(params, jnp.array(bad))
+    _, emb = jax.jit(layer.apply)(params, jnp.array([[-1, 7, 3]]))
+    assert np.all(np.isnan(emb[0, :2])), "a negative id must not wrap to the last row"
+    np.testing.assert_array_equal(emb[0, 2], params["table"][3])
+
+
 # ---------------------------------------------------------------- dropout
 
 

@@ -164,6 +164,27 @@ def test_vec2seq_rejects_bad_mode_and_bad_vector():
     model = vec2seq(cells.gru(H), identity, in_size=D, length=T)
     with pytest.raises(ValueError, match=r"\[B, 4\]"):
         model.apply(model.init(jax.random.key(0)), jnp.ones((B, D + 1)))
+    with pytest.raises(ValueError, match="length must be an int >= 1, got -1"):
+        vec2seq(cells.gru(H), identity, in_size=D, length=-1)
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "seq2seq"])
+def test_lengths_are_checked_even_without_a_recurrent_body(pool):
+    """A ``dense`` body checks no lengths; the model does, and takes them as a list."""
+    body = rnnjax.dense(H)
+    model = (
+        seq2seq(body, identity, in_size=D)
+        if pool == "seq2seq"
+        else seq2vec(body, identity, in_size=D, pool=pool)
+    )
+    params, xs = model.init(jax.random.key(0)), normal(1, (B, T, D))
+    np.testing.assert_array_equal(
+        model.apply(params, xs, lengths=LENGTHS.tolist()), model.apply(params, xs, lengths=LENGTHS)
+    )
+    with pytest.raises(ValueError, match=r"lengths must have shape \(4,\) = \[B\], got \(1,\)"):
+        model.apply(params, xs, lengths=jnp.array([2]))
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, T=6\], got min 0 and max 7"):
+        model.apply(params, xs, lengths=jnp.array([7, 1, 0, 2]))
 
 
 # ---------------------------------------------------------------- encoder_decoder

@@ -12,7 +12,7 @@ from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.models._attention import AttentionCarry, attention_init, attention_weights, scores
 from rnnjax.models._bridge import bridge_apply, bridge_init, carry_shape, flat_size, is_identity
-from rnnjax.models._shapes import valid_mask, zero_past
+from rnnjax.models._shapes import checked_lengths, valid_mask, zero_past
 from rnnjax.unroll import unroll
 
 
@@ -122,6 +122,7 @@ def encoder_decoder(
         return params
 
     def encode(params, src, src_lengths=None, *, key=None):
+        src_lengths = checked_lengths(src, src_lengths)
         ks, ke = (None, None) if key is None else jax.random.split(key)
         _, xs = src_embed.apply(params["src_embed"], src, key=ks)
         # without attention the encoder's outputs are not read: keep only the last one
@@ -167,6 +168,9 @@ def encoder_decoder(
         return carry, logits[:, 0]
 
     def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, key=None):
+        _check_tokens("src", src, None)
+        _check_tokens("tgt_in", tgt_in, jnp.shape(src)[0])
+        tgt_lengths = checked_lengths(tgt_in, tgt_lengths)
         ke, kt, kh = (None,) * 3 if key is None else jax.random.split(key, 3)
         carry = encode(params, src, src_lengths, key=ke)
         _, xs = tgt_embed.apply(params["tgt_embed"], tgt_in, key=kt)
@@ -180,3 +184,12 @@ def encoder_decoder(
         return zero_past(logits, tgt_lengths)
 
     return EncoderDecoder(init, apply, encode, decode_step)
+
+
+def _check_tokens(name: str, tokens, batch: int | None) -> None:
+    """Checks ``tokens`` is ``[B, T]`` (with ``B == batch`` if given): the attention decoder
+    steps its own scan, which checks nothing."""
+    shape = tuple(jnp.shape(tokens))
+    if len(shape) != 2 or (batch is not None and shape[0] != batch):
+        want = "[B, T]" if batch is None else f"[{batch}, T] (the source's batch)"
+        raise ValueError(f"{name} must be {want} tokens, got shape {shape}")

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax import _checks
 from rnnjax._stepping import at_last_step
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
@@ -46,6 +47,7 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
     init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
+        lengths = checked_lengths(xs, lengths)
         kb, kh = (None, None) if key is None else jax.random.split(key)
         if pool == "last" and body.last is not None:  # no [B, T, H] outputs kept
             _, pooled = body.last(params["body"], xs, lengths=lengths, key=kb)
@@ -69,12 +71,25 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
     init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
+        lengths = checked_lengths(xs, lengths)
         kb, kh = (None, None) if key is None else jax.random.split(key)
         _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
         _, out = head.apply(params["head"], ys, lengths=lengths, key=kh)
         return zero_past(out, lengths)
 
     return Model(init, apply)
+
+
+def checked_lengths(xs, lengths):
+    """``lengths`` checked against ``xs [B, T, ...]`` (an int ``[B]`` in ``[0, T]``) as an
+    array, for masks and pools that a body without a recurrent layer (a ``dense``) never
+    checks; None stays None."""
+    if lengths is None:
+        return None
+    shape = tuple(jnp.shape(xs))
+    if len(shape) < 2:
+        raise ValueError(f"inputs must be [B, T, ...] to go with lengths, got shape {shape}")
+    return _checks.check_lengths(lengths, *shape[:2])
 
 
 def _body_head_init(body: Layer, head: Layer, in_size: int):
@@ -113,6 +128,8 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
     """
     if mode not in VEC2SEQ_MODES:
         raise ValueError(f"mode must be one of {VEC2SEQ_MODES}, got {mode!r}")
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an int >= 1, got {length!r}")
     step_size = in_size if mode == "input" else 1
 
     def init(key):
@@ -127,6 +144,7 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
         if jnp.ndim(vec) != 2 or jnp.shape(vec)[1] != in_size:
             raise ValueError(f"vec must be [B, {in_size}], got shape {jnp.shape(vec)}")
         batch = vec.shape[0]
+        lengths = None if lengths is None else _checks.check_lengths(lengths, batch, length)
         if mode == "input":
             xs, carry = jnp.broadcast_to(vec[:, None], (batch, length, in_size)), None
         else:
