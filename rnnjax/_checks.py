@@ -57,7 +57,8 @@ def check_mask(name: str, mask, want: tuple[int, int], layout: str) -> None:
 
 
 def check_carry(carry, expected) -> None:
-    """Checks that ``carry`` has the structure and leaf shapes of ``expected`` (a shape tree)."""
+    """Checks that ``carry`` has the structure, leaf shapes and dtypes of ``expected`` (a shape
+    tree)."""
     got_def, want_def = jax.tree.structure(carry), jax.tree.structure(expected)
     if got_def != want_def:
         raise ValueError(f"carry must have structure {want_def}, got {got_def}")
@@ -66,3 +67,7 @@ def check_carry(carry, expected) -> None:
             shapes = jax.tree.map(lambda a: tuple(a.shape), expected)
             actual = jax.tree.map(lambda a: tuple(jnp.shape(a)), carry)
             raise ValueError(f"carry must have shapes {shapes}, got {actual}")
+        if jnp.result_type(got) != want.dtype:
+            dtypes = jax.tree.map(lambda a: str(a.dtype), expected)
+            actual = jax.tree.map(lambda a: str(jnp.result_type(a)), carry)
+            raise TypeError(f"carry must have dtypes {dtypes}, got {actual}")

@@ -18,7 +18,9 @@ from rnnjax.cells import Cell, LSTMCarry
 from rnnjax.cells._base import (
     check_compute_dtype,
     glorot_uniform,
+    mask_recurrent_input,
     matmul,
+    recur_with_mask,
     resolve_activation,
     zeros,
 )
@@ -55,8 +57,9 @@ def rnn(
       cell: the recurrence.
       reverse: run from the last valid step to the first.
       input_dropout, carry_dropout: variational dropout rates (Gal & Ghahramani 2016): one mask
-        per sequence, the same at every step, on the inputs and on the hidden state that enters
-        the recurrent matmul (``h``; an LSTM's ``c`` is left alone).
+        per sequence, the same at every step, on the inputs and on the hidden state where the
+        recurrent matmul reads it (the rest of the step, a GRU's ``z ⊙ h``, an LSTM's ``c``,
+        reads the carry unmasked). Linear recurrences have no recurrent matmul and refuse it.
       **unroll_options: ``unroll``, ``remat``, ``hoist``, as for ``rnnjax.unroll``.
 
     ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``;
@@ -264,23 +267,30 @@ def _dropout_mask(key, rate: float, shape) -> jax.Array:
 
 
 def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cell:
-    """A cell whose step sees its hidden state times one per-sequence dropout mask.
+    """The cell with one per-sequence dropout mask on its hidden state where the recurrent
+    products read it; the rest of the step (a GRU's ``z ⊙ h``, an LSTM's ``c``) reads the
+    carry itself, so memory is neither erased nor rescaled at every step.
 
     The mask is drawn once, outside the scan, so every step reuses it.
     """
+    masked_recur = recur_with_mask(cell)
+    if masked_recur is None:
+        raise ValueError(
+            "carry_dropout needs a cell whose recurrent matmul it can drop the hidden state "
+            "into (Cell.fused or Cell.masked_recur: lstm, gru, simple, indrnn), got one with "
+            "neither. A linear recurrence (min_gru, min_lstm, lru) has no recurrent matmul: "
+            "use input_dropout or a dropout layer; for a deep RNN use "
+            "serial(rnn(c1, ...), rnn(c2, ...))"
+        )
     hidden = _hidden(jax.eval_shape(lambda: cell.initial_carry(params, (batch,))))
     mask = _dropout_mask(key, rate, hidden.shape)
 
-    def masked(carry):
-        if isinstance(carry, LSTMCarry):
-            return carry._replace(h=carry.h * mask)
-        return carry * mask
+    def recur(p, c, pre):
+        return masked_recur(p, c, pre, mask)
 
-    recur = None if cell.recur is None else (lambda p, c, pre: cell.recur(p, masked(c), pre))
-    fused = cell.fused and cell.fused.on_carry(masked)
-    # linear=None: the parallel form never sees the mask, so masked steps take the scan path
+    fused = cell.fused and mask_recurrent_input(cell.fused, mask)
     return cell._replace(
-        apply=lambda p, c, x: cell.apply(p, masked(c), x), recur=recur, linear=None, fused=fused
+        apply=lambda p, c, x: recur(p, c, cell.project(p, x)), recur=recur, fused=fused
     )
 
 

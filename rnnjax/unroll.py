@@ -67,7 +67,8 @@ def unroll(
         steps). Same results as autodiff of the scan; None (default) uses it whenever the cell
         has the split and neither ``remat`` nor ``hoist`` is asked for. False: plain autodiff,
         which forward-mode ``jax.jvp`` / ``jax.jacfwd`` need (a ``custom_vjp`` has no JVP;
-        ``jax.grad``, ``jax.hessian`` and forward-over-reverse work either way).
+        ``jax.grad``, ``jax.hessian`` and forward-over-reverse work either way). A cell with a
+        ``compute_dtype`` has low-precision matmuls with their own VJP: reverse mode only.
       return_sequences: False returns only each sequence's output at the last step it runs
         (its last valid step; with ``reverse``, position 0), zeros for an empty sequence, and
         never stores the others: for models that read one vector per sequence it is the same
@@ -82,9 +83,14 @@ def unroll(
       >>> params = cell.init(jax.random.key(0), 8)
       >>> carry, ys = rnnjax.unroll(cell, params, jnp.ones((4, 10, 8)), lengths=jnp.arange(4))
     """
+    if not (isinstance(remat, bool) or (isinstance(remat, int) and remat >= 1)):
+        raise ValueError(f"remat must be a bool or an int >= 1 (steps per block), got {remat!r}")
     xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
     time, batch = xs_tm.shape[:2]
-    initial = varying_like(cell.initial_carry(params, (batch,)), (params, xs_tm))
+    initial = cell.initial_carry(params, (batch,))
+    if jnp.result_type(xs_tm) == jnp.float64:  # x64 mode: the carry follows the inputs
+        initial = jax.tree.map(lambda c: c.astype(jnp.float64), initial)
+    initial = varying_like(initial, (params, xs_tm))
     if carry is None:
         carry = initial
     else:

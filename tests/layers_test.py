@@ -35,13 +35,13 @@ def probe(carry_of, output_of, size=D):
 
 # Outputs its input, so rnn's input dropout shows as ys = xs · mask.
 echo = probe(lambda shape: jnp.zeros(shape + (H,)), lambda carry, x: x)
-# Outputs the carry it receives and restarts from ones, so carry dropout shows as ys = mask.
+# Outputs what its recurrence reads of the carry and restarts from ones, so carry dropout
+# shows as ys = mask.
 carry_echo = probe(lambda shape: jnp.ones(shape + (H,)), lambda carry, x: carry, size=H)
-# The same with an LSTM carry: [c, h], of which only h may be dropped.
-lstm_echo = probe(
-    lambda shape: LSTMCarry(jnp.ones(shape + (H,)), jnp.ones(shape + (H,))),
-    lambda carry, x: jnp.concatenate([carry.c, carry.h], axis=-1),
-    size=2 * H,
+carry_echo = carry_echo._replace(
+    project=lambda params, x: x,
+    recur=lambda params, carry, pre: (jnp.ones_like(carry), carry),
+    masked_recur=lambda params, carry, pre, mask: (jnp.ones_like(carry), carry * mask),
 )
 
 
@@ -207,7 +207,7 @@ def test_rnn_input_dropout_is_one_mask_per_sequence():
     assert np.all(ys == ys[:, :1])
 
 
-def test_rnn_carry_dropout_is_one_mask_per_sequence_on_h_only():
+def test_rnn_carry_dropout_is_one_mask_per_sequence_on_what_the_recurrence_reads():
     xs = jnp.ones((B, T, D))
     layer = rnnjax.rnn(carry_echo, carry_dropout=0.5)
     params, _ = layer.init(jax.random.key(0), D)
@@ -215,9 +215,57 @@ def test_rnn_carry_dropout_is_one_mask_per_sequence_on_h_only():
     ys = np.asarray(layer.apply(params, xs, key=jax.random.key(0))[1])
     assert set(np.unique(ys)) == {0.0, 2.0}
     assert np.all(ys == ys[:, :1])
-    _, ys = rnnjax.rnn(lstm_echo, carry_dropout=0.5).apply(params, xs, key=jax.random.key(0))
-    np.testing.assert_array_equal(ys[..., :H], 1.0)  # c is left alone
-    assert np.any(ys[..., H:] == 0.0) and np.all(ys[..., H:] == ys[:, :1, H:])
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _reference_step(kind, p, carry, x, mask):
+    """One step from the equations, the recurrent products reading ``mask ⊙ h``."""
+    h = carry[1] if kind == "lstm" else carry
+    read, pre, w = h * mask, x @ p["wx"] + p["b"], p["wh"]
+    if kind == "lstm":
+        i, f, g, o = np.split(pre + read @ w, 4, axis=-1)
+        c = _sigmoid(f) * carry[0] + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        return (c, h), h
+    r, z = np.split(_sigmoid(pre[:, : 2 * H] + read @ w[:, : 2 * H]), 2, axis=-1)
+    if kind == "gru":  # reset after the matmul; "gru_reset_before": before it
+        n = np.tanh(pre[:, 2 * H :] + r * (read @ w[:, 2 * H :] + p["bh_n"]))
+    else:
+        n = np.tanh(pre[:, 2 * H :] + (r * read) @ w[:, 2 * H :])
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+
+CARRY_DROPOUT_CELLS = {
+    "lstm": lambda: cells.lstm(H, forget_bias=3.0),
+    "gru": lambda: cells.gru(H, bias_init=jax.nn.initializers.constant(3.0)),
+    "gru_reset_before": lambda: cells.gru(
+        H, reset_after=False, bias_init=jax.nn.initializers.constant(3.0)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(CARRY_DROPOUT_CELLS))
+def test_carry_dropout_leaves_the_memory_alone(kind):
+    """Only the recurrent products read the masked h: a GRU's ``z ⊙ h`` and an LSTM's ``c``
+    read the carry itself, so a cell that remembers (z, f near 1) is not rescaled by
+    ``1 / keep`` at every step, which made such a GRU's state grow without bound."""
+    rate, key = 0.5, jax.random.key(3)
+    layer = rnnjax.rnn(CARRY_DROPOUT_CELLS[kind](), carry_dropout=rate)
+    params, _ = layer.init(jax.random.key(0), D)
+    xs = normal(1, (B, 20, D))
+    _, ys = layer.apply(params, xs, key=key)
+    mask = np.asarray(rnnjax.layers._dropout_mask(jax.random.fold_in(key, 1), rate, (B, H)))
+    p, zeros = jax.tree.map(np.asarray, params), np.zeros((B, H), np.float32)
+    carry, want = ((zeros, zeros) if kind == "lstm" else zeros), []
+    for t in range(xs.shape[1]):
+        carry, y = _reference_step(kind, p, carry, np.asarray(xs[:, t]), mask)
+        want.append(y)
+    np.testing.assert_allclose(ys, np.stack(want, axis=1), rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(ys)) <= 1.0
 
 
 def test_rnn_dropout_needs_a_key_and_is_deterministic_per_key():
@@ -269,13 +317,15 @@ def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
             rnnjax.rnn(cells.gru(H), **rates)
 
 
-def test_carry_dropout_reaches_cells_with_a_parallel_form():
-    layer = rnnjax.rnn(rnnjax.cells.min_gru(8), carry_dropout=0.5)
-    params, _ = layer.init(jax.random.key(0), 3)
-    xs = jax.random.normal(jax.random.key(1), (2, 5, 3))
-    _, plain = layer.apply(params, xs)
-    _, dropped = layer.apply(params, xs, key=jax.random.key(2))
-    assert not np.allclose(plain, dropped)
+@pytest.mark.parametrize("cell", [cells.min_gru(H), cells.lru(H)], ids=["min_gru", "lru"])
+def test_carry_dropout_refuses_linear_recurrences(cell):
+    """Their carry is the memory itself; there is no recurrent matmul to drop it into."""
+    layer = rnnjax.rnn(cell, carry_dropout=0.5)
+    params, _ = layer.init(jax.random.key(0), D)
+    xs = normal(1, (B, T, D))
+    layer.apply(params, xs)  # no key, no dropout
+    with pytest.raises(ValueError, match="A linear recurrence .* has no recurrent matmul"):
+        layer.apply(params, xs, key=jax.random.key(2))
 
 
 def test_dense_bfloat16_compute_is_a_float32_accumulated_product_of_rounded_operands():

@@ -287,7 +287,7 @@ def test_one_feature_input_equals_a_second_feature_with_zero_weights(name, case)
 )
 def test_unroll_gradients(options, modes):
     with jax.enable_x64(True):
-        cell = cells.lstm(H, learn_initial_carry=True)  # built here: a float64 zero template
+        cell = cells.lstm(H, learn_initial_carry=True)
         params, xs = setup(cell, seed=20)
         params, xs = jax.tree.map(lambda a: a.astype(jnp.float64), (params, xs))
         carry = random_carry(cell, params, seed=21)
@@ -430,6 +430,10 @@ def bad_call(case):
             cell, params, jnp.swapaxes(xs, 0, 1), resets=jnp.zeros((B, T), bool), time_major=True
         ),
         "resets_dtype": lambda: rnnjax.unroll(cell, params, xs, resets=jnp.zeros((B, T))),
+        "carry_dtype": lambda: rnnjax.unroll(
+            cell, params, xs, carry._replace(h=carry.h.astype(jnp.bfloat16))
+        ),
+        "remat_negative": lambda: rnnjax.unroll(cell, params, xs, remat=-1),
     }
     return calls[case]
 
@@ -458,6 +462,12 @@ ERRORS = {
         f"resets (time-major) must have shape ({T}, {B}) = [T, B], got ({B}, {T})",
     ),
     "resets_dtype": (TypeError, "resets must be boolean, got float32"),
+    "carry_dtype": (
+        TypeError,
+        "carry must have dtypes LSTMCarry(c='float32', h='float32'), "
+        "got LSTMCarry(c='float32', h='bfloat16')",
+    ),
+    "remat_negative": (ValueError, "remat must be a bool or an int >= 1 (steps per block), got -1"),
 }
 
 
@@ -485,6 +495,32 @@ def test_lengths_may_be_a_python_list():
     got = rnnjax.unroll(cell, params, xs, lengths=[4, 1])
     want = rnnjax.unroll(cell, params, xs, lengths=jnp.array([4, 1]))
     jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+def test_lengths_list_on_the_parallel_path_keeping_only_the_last_output():
+    cell = cells.min_gru(4)
+    params, xs = cell.init(jax.random.key(0), 4), jnp.ones((3, 5, 4))
+    options = dict(parallel=True, return_sequences=False)
+    got = rnnjax.unroll(cell, params, xs, lengths=[5, 0, 2], **options)
+    want = rnnjax.unroll(cell, params, xs, lengths=jnp.array([5, 0, 2]), **options)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: cells.lru(3), lambda: cells.lstm(3, peepholes=True, layer_norm=True)]
+)
+def test_x64_mode_unrolls_float32_and_float64_inputs(make):
+    """Params are float32 whatever the mode; the carry follows float64 inputs."""
+    with jax.enable_x64(True):
+        cell = make()
+        params = cell.init(jax.random.key(0), 2)
+        assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+        for dtype in (jnp.float32, jnp.float64):
+            for parallel in (False, True):
+                carry, ys = rnnjax.unroll(
+                    cell, params, jnp.ones((2, 4, 2), dtype), parallel=parallel
+                )
+                assert ys.dtype == dtype and jax.tree.leaves(carry)[0].dtype == dtype
 
 
 def scan_eqns(jaxpr):

@@ -71,17 +71,6 @@ class FusedStep(NamedTuple):
     compute_dtype: Any = None
     activations: GateActivations | None = None
 
-    def on_carry(self, transform: Callable[[Any], Any]) -> "FusedStep":
-        """The same step reading ``transform(carry)`` wherever it reads the carry (the
-        recurrent input, the gates, the activations' ``combine``), e.g. a dropout mask."""
-        combine = self.activations and self.activations.combine
-        return self._replace(
-            recurrent_input=lambda c: self.recurrent_input(transform(c)),
-            gates=lambda p, c, pre, rec: self.gates(p, transform(c), pre, rec),
-            activations=self.activations
-            and self.activations._replace(combine=lambda p, c, a: combine(p, transform(c), a)),
-        )
-
 
 class Cell(NamedTuple):
     """One step of one recurrence, as a value of pure functions.
@@ -108,6 +97,10 @@ class Cell(NamedTuple):
       fused: optional ``FusedStep``, the same step split around its recurrent matmul, for the
         fused backward pass; ``recur(p, c, pre)`` equals
         ``fused.gates(p, c, pre, recurrent_input(c) @ p["wh"])``.
+      masked_recur: optional ``(params, carry, pre, mask) -> (carry, y)``, ``recur`` with its
+        recurrent products reading ``mask ⊙ h`` in place of ``h`` and everything else the
+        carry itself (an ``rnn`` layer's ``carry_dropout``). A cell with ``fused`` needs none:
+        there ``recurrent_input`` is what the mask multiplies.
     """
 
     init: Callable[[Array, int], Params]
@@ -120,6 +113,7 @@ class Cell(NamedTuple):
     linear: Any = None
     unroll: int | bool = 1
     fused: FusedStep | None = None
+    masked_recur: Callable[..., tuple[Carry, Array]] | None = None
 
 
 def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
@@ -192,6 +186,23 @@ def fused_recur(fused: FusedStep):
     return recur
 
 
+def recur_with_mask(cell: Cell):
+    """``cell.masked_recur``, or for a cell with a ``FusedStep`` its split with the mask on
+    ``recurrent_input``; None where the cell has no recurrent product to mask."""
+    if cell.masked_recur is not None or cell.fused is None:
+        return cell.masked_recur
+
+    def masked(params, carry, pre, mask):
+        return fused_recur(mask_recurrent_input(cell.fused, mask))(params, carry, pre)
+
+    return masked
+
+
+def mask_recurrent_input(fused: FusedStep, mask: Array) -> FusedStep:
+    """``fused`` whose recurrent matmul reads ``mask ⊙ recurrent_input(carry)``."""
+    return fused._replace(recurrent_input=lambda carry: fused.recurrent_input(carry) * mask)
+
+
 def hoistable(
     init,
     initial_carry,
@@ -202,6 +213,7 @@ def hoistable(
     *,
     unroll: int | bool = 1,
     fused: FusedStep | None = None,
+    masked_recur=None,
 ) -> Cell:
     """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
 
@@ -218,6 +230,7 @@ def hoistable(
         recur,
         unroll=unroll,
         fused=fused,
+        masked_recur=masked_recur,
     )
 
 

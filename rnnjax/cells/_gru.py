@@ -67,12 +67,13 @@ def gru(
     def project(params, x):
         return matmul(x, params["wx"], compute_dtype) + params["b"]
 
-    def recur_reset_before(params, h, pre):
+    def recur_reset_before(params, h, pre, mask=None):
         x_r, x_z, x_n = jnp.split(pre, 3, axis=-1)
         w_rz, w_n = params["wh"][:, : 2 * units], params["wh"][:, 2 * units :]
-        h_r, h_z = jnp.split(matmul(h, w_rz, compute_dtype), 2, axis=-1)
+        read = h if mask is None else h * mask  # what the recurrent products see
+        h_r, h_z = jnp.split(matmul(read, w_rz, compute_dtype), 2, axis=-1)
         r, z = jax.nn.sigmoid(x_r + h_r), jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + matmul(r * h, w_n, compute_dtype))
+        n = jnp.tanh(x_n + matmul(r * read, w_n, compute_dtype))
         h = (1.0 - z) * n + z * h
         return h, h
 
@@ -99,7 +100,9 @@ def gru(
 
     # reset before the matmul puts r ⊙ h inside it, so only reset_after has the fused split
     if not reset_after:
-        return hoistable(init, initial_carry, project, recur_reset_before, units)
+        return hoistable(
+            init, initial_carry, project, recur_reset_before, units, masked_recur=recur_reset_before
+        )
 
     def gates_after_reset(params, h, pre, rec):
         return combine(params, h, activate(params, pre, rec))

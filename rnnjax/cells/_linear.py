@@ -236,18 +236,16 @@ def _lru_init(key, input_size, units, out, r_min, r_max, max_phase):
     """The paper's initialisation: ``|λ|`` uniform on the ring, ``arg λ`` on ``[0, max_phase]``."""
     k_nu, k_theta, kb_re, kb_im, kc_re, kc_im, kd = jax.random.split(key, 7)
     # u stays off 0 and 1 so that ν, θ and γ are finite at the ends of the ring
-    u1, u2 = (
-        jax.random.uniform(k, (units,), minval=1e-6, maxval=1 - 1e-6) for k in (k_nu, k_theta)
-    )
+    u1, u2 = (jax.random.uniform(k, (units,), jnp.float32, 1e-6, 1 - 1e-6) for k in (k_nu, k_theta))
     nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max**2 - r_min**2) + r_min**2))
     b_std, c_std = 1 / math.sqrt(2 * input_size), 1 / math.sqrt(units)
     return {
         "nu_log": nu_log,
         "theta_log": jnp.log(max_phase * u2),
         "gamma_log": 0.5 * jnp.log1p(-jnp.exp(-2 * jnp.exp(nu_log))),  # log √(1 - |λ|²)
-        "B_re": b_std * jax.random.normal(kb_re, (input_size, units)),
-        "B_im": b_std * jax.random.normal(kb_im, (input_size, units)),
-        "C_re": c_std * jax.random.normal(kc_re, (units, out)),
-        "C_im": c_std * jax.random.normal(kc_im, (units, out)),
-        "D": jax.random.normal(kd, (input_size, out)) / math.sqrt(input_size),
+        "B_re": b_std * jax.random.normal(kb_re, (input_size, units), jnp.float32),
+        "B_im": b_std * jax.random.normal(kb_im, (input_size, units), jnp.float32),
+        "C_re": c_std * jax.random.normal(kc_re, (units, out), jnp.float32),
+        "C_im": c_std * jax.random.normal(kc_im, (units, out), jnp.float32),
+        "D": jax.random.normal(kd, (input_size, out), jnp.float32) / math.sqrt(input_size),
     }

@@ -91,12 +91,15 @@ def lstm(
             "b": bias.at[units : 2 * units].add(forget_bias),
         }
         if peepholes:
-            params["peep"] = jax.random.uniform(kp, (3, units), minval=-0.1, maxval=0.1)
+            params["peep"] = jax.random.uniform(kp, (3, units), jnp.float32, -0.1, 0.1)
         if proj_size:
             params["w_proj"] = kernel_init(kproj, (units, proj_size), jnp.float32)
         if layer_norm:
             for name, size in (("ln_x", 4 * units), ("ln_h", 4 * units), ("ln_c", units)):
-                params[name] = {"scale": jnp.ones((size,)), "bias": jnp.zeros((size,))}
+                params[name] = {
+                    "scale": jnp.ones((size,), jnp.float32),
+                    "bias": jnp.zeros((size,), jnp.float32),
+                }
         return params | carry_params()
 
     def norm(params, name, x):

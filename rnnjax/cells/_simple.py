@@ -65,7 +65,9 @@ def simple(
         return h, h
 
     # fully unrolled short sequences train 1.2-1.8x faster on XLA:CPU (BUILD_NOTES.md)
-    return hoistable(init, initial_carry, project, recur, units, unroll=True)
+    return hoistable(
+        init, initial_carry, project, recur, units, unroll=True, masked_recur=read_masked(recur)
+    )
 
 
 unit_uniform = jax.nn.initializers.uniform(1.0)
@@ -121,4 +123,9 @@ def indrnn(
         h = phi(pre + u * h)
         return h, h
 
-    return hoistable(init, initial_carry, project, recur, units)
+    return hoistable(init, initial_carry, project, recur, units, masked_recur=read_masked(recur))
+
+
+def read_masked(recur):
+    """``masked_recur`` of a step that reads its carry only through its recurrent weights."""
+    return lambda params, h, pre, mask: recur(params, h * mask, pre)

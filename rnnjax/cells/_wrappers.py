@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from rnnjax.cells._base import Cell, glorot_uniform, resolve_activation, zeros
+from rnnjax.cells._base import Cell, glorot_uniform, recur_with_mask, resolve_activation, zeros
 
 
 def stack(*cells: Cell) -> Cell:
@@ -91,7 +91,7 @@ def output_projection(
         carry, y = cell.apply(params["cell"], carry, x)
         return carry, head(params, y)
 
-    project = recur = None
+    project = recur = masked_recur = None
     if cell.project is not None:
 
         def project(params, x):
@@ -101,7 +101,23 @@ def output_projection(
             carry, y = cell.recur(params["cell"], carry, pre)
             return carry, head(params, y)
 
+    if (inner_masked := recur_with_mask(cell)) is not None:
+
+        def masked_recur(params, carry, pre, mask):
+            carry, y = inner_masked(params["cell"], carry, pre, mask)
+            return carry, head(params, y)
+
     def input_size(params):
         return cell.input_size(params["cell"])
 
-    return Cell(init, initial_carry, apply, size, input_size, project, recur, unroll=cell.unroll)
+    return Cell(
+        init,
+        initial_carry,
+        apply,
+        size,
+        input_size,
+        project,
+        recur,
+        unroll=cell.unroll,
+        masked_recur=masked_recur,
+    )
