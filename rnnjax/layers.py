@@ -31,8 +31,10 @@ class Layer(NamedTuple):
     """A sequence block: ``init(key, in_size) -> (params, out_size)`` and ``apply`` (above).
 
     ``last``, optional, has ``apply``'s signature and returns ``(carry, y [B, out_size])``:
-    ``apply``'s output at each sequence's last valid step (zeros for an empty one), computed
-    without storing the other steps' outputs. ``seq2vec(pool="last")`` uses it when present.
+    each sequence's final output, that of the step run last (zeros for an empty sequence),
+    computed without storing the other steps' outputs: a forward ``rnn``'s output at the last
+    valid step, a reverse one's at the first, a ``bidirectional`` layer's both (as Keras's
+    ``Bidirectional`` and PyTorch's ``h_n`` give). ``seq2vec(pool="last")`` uses it.
     ``causal``: step t's output reads inputs up to t only (false for a reverse ``rnn`` and
     ``bidirectional``); ``generate`` needs it.
     """
@@ -63,7 +65,7 @@ def rnn(
       **unroll_options: ``unroll``, ``remat``, ``hoist``, as for ``rnnjax.unroll``.
 
     ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``;
-    a forward layer also has ``last`` (``Layer``), which unrolls with ``return_sequences=False``.
+    ``last`` (``Layer``) unrolls with ``return_sequences=False``.
 
     Example:
       >>> layer = rnnjax.rnn(rnnjax.cells.lstm(64), carry_dropout=0.25)
@@ -94,7 +96,7 @@ def rnn(
     def last(params, xs, carry=None, *, lengths=None, key=None):
         return run(params, xs, carry, lengths, key, return_sequences=False)
 
-    return Layer(init, apply, None if reverse else last, causal=not reverse)
+    return Layer(init, apply, last, causal=not reverse)
 
 
 def bidirectional(
@@ -123,15 +125,22 @@ def bidirectional(
             raise ValueError(f"merge='sum' needs equal output sizes, got {of} and {ob}")
         return {"forward": pf, "backward": pb}, of + ob if merge == "concat" else of
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
+    def run(params, xs, carry, lengths, key, last_only):
         cf, cb = (None, None) if carry is None else carry
         kf, kb = (None, None) if key is None else jax.random.split(key)
-        cf, yf = forward.apply(params["forward"], xs, cf, lengths=lengths, key=kf)
-        cb, yb = backward.apply(params["backward"], xs, cb, lengths=lengths, key=kb)
+        runs = (forward.last, backward.last) if last_only else (forward.apply, backward.apply)
+        cf, yf = runs[0](params["forward"], xs, cf, lengths=lengths, key=kf)
+        cb, yb = runs[1](params["backward"], xs, cb, lengths=lengths, key=kb)
         ys = jnp.concatenate([yf, yb], axis=-1) if merge == "concat" else yf + yb
         return (cf, cb), ys
 
-    return Layer(init, apply, causal=False)
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, last_only=False)
+
+    def last(params, xs, carry=None, *, lengths=None, key=None):
+        return run(params, xs, carry, lengths, key, last_only=True)
+
+    return Layer(init, apply, last, causal=False)
 
 
 def serial(*layers: Layer) -> Layer:
@@ -193,7 +202,9 @@ def residual(layer: Layer) -> Layer:
         carry, y = layer.last(params, xs, carry, lengths=lengths, key=key)
         return carry, at_last_step(xs, lengths, time_axis=1) + y
 
-    return Layer(init, apply, last if layer.last is not None else None, layer.causal)
+    # only a causal layer's final output is at the last valid step, where xs is added
+    has_last = layer.last is not None and layer.causal
+    return Layer(init, apply, last if has_last else None, layer.causal)
 
 
 def dense(

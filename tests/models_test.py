@@ -88,14 +88,44 @@ def test_seq2vec_last_without_all_outputs_equals_pooling_them(body):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
-def test_only_bodies_that_end_in_a_forward_rnn_have_last():
-    """The output at the last valid position is the last step run only for a forward rnn."""
+def test_which_bodies_have_a_final_output():
     forward = rnnjax.rnn(cells.gru(H))
-    assert rnnjax.rnn(cells.gru(H), reverse=True).last is None
-    assert rnnjax.bidirectional(cells.gru(H)).last is None
+    assert rnnjax.rnn(cells.gru(H), reverse=True).last is not None
+    assert rnnjax.bidirectional(cells.gru(H)).last is not None
     assert rnnjax.serial(forward, rnnjax.dense(2)).last is None
+    # a residual adds xs at the last valid step: only there is a causal layer's final output
     assert rnnjax.residual(rnnjax.bidirectional(cells.gru(H), merge="sum")).last is None
-    assert rnnjax.serial(rnnjax.bidirectional(cells.gru(H)), forward).last is not None
+    assert rnnjax.serial(forward, rnnjax.bidirectional(cells.gru(H))).last is not None
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum"])
+def test_seq2vec_of_a_bidirectional_body_takes_each_directions_final_output(merge):
+    """Forward at the last valid step, backward at the first (where it ends), as PyTorch's
+    ``h_n`` holds them; outputs and gradients."""
+    body = rnnjax.bidirectional(cells.lstm(H), merge=merge)
+    model = seq2vec(body, rnnjax.dense(3), in_size=D)
+    params = model.init(jax.random.key(0))
+    xs, lengths = normal(1, (B, T, D)), jnp.asarray(LENGTHS)
+
+    def final_outputs(params):
+        p = params["body"]
+        _, yf = rnnjax.rnn(cells.lstm(H)).apply(p["forward"], xs, lengths=lengths)
+        _, yb = rnnjax.rnn(cells.lstm(H), reverse=True).apply(p["backward"], xs, lengths=lengths)
+        last = jnp.maximum(lengths - 1, 0)
+        forward = yf[jnp.arange(B), last] * (lengths > 0)[:, None]  # empty: zeros
+        pooled = (
+            jnp.concatenate([forward, yb[:, 0]], -1) if merge == "concat" else forward + yb[:, 0]
+        )
+        return jnp.sum(jnp.sin(rnnjax.dense(3).apply(params["head"], pooled)[1]))
+
+    def model_loss(params):
+        return jnp.sum(jnp.sin(model.apply(params, xs, lengths=lengths)))
+
+    value, grads = jax.value_and_grad(model_loss)(params)
+    want_value, want_grads = jax.value_and_grad(final_outputs)(params)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
 def test_seq2vec_rejects_unknown_pool():

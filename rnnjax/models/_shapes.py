@@ -31,10 +31,12 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
       body: a layer ``[B, T, in_size] -> [B, T, H]`` (e.g. ``rnn(simple(150))``).
       head: a layer on the pooled ``[B, H]`` (e.g. ``dense(10)``).
       in_size: input feature size D.
-      pool: "last" (the output at each sequence's last valid step, i.e. the final hidden state of
-        a forward RNN), "mean" or "max" over valid steps. With "last" and a body that has
-        ``Layer.last`` (a forward ``rnn``, a ``serial`` or ``residual`` ending in one) the other
-        steps' outputs are never stored: the same result, faster.
+      pool: "last", "mean" or "max" over valid steps. "last" is each sequence's final output
+        (``Layer.last``, with the other steps' outputs never stored): a forward RNN's at its
+        last valid step; with a ``bidirectional`` body (or a ``serial`` ending in one) the
+        forward direction's there and the backward one's at the first step, as Keras's
+        ``Bidirectional`` and PyTorch's ``h_n`` give. A body without ``last`` (one ending in
+        a ``dense``) gives its output at the last valid step.
 
     ``apply(params, xs[B, T, D], *, lengths=None, key=None) -> [B, out]``.
 
