@@ -564,3 +564,12 @@ def test_bad_compute_dtype_raises():
         cells.lstm(H, compute_dtype="int8")
     with pytest.raises(ValueError, match="compute_dtype"):
         cells.gru(H, compute_dtype="not_a_dtype")
+
+
+@pytest.mark.parametrize(
+    "factory", [cells.simple, cells.indrnn, cells.lstm, cells.gru, cells.min_gru, cells.lru]
+)
+def test_units_must_be_a_positive_int(factory):
+    for units in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=f"units .* must be an int >= 1, got {units}"):
+            factory(units)

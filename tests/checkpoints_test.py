@@ -234,3 +234,29 @@ def test_kill_during_saves_leaves_a_restorable_directory(tmp_path):
         _assert_bitwise(restored, _state(metadata["step"], rows=100_000))
         ckpts.save(_state(10_000, rows=100_000), {}, force=True)
     assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]
+
+
+def _tree_listing(directory):
+    """Every path under ``directory`` with its size and modification time."""
+    return {
+        (str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+    }
+
+
+@_ORBAX_READ_NOISE
+def test_read_only_restores_but_prunes_cleans_moves_and_saves_nothing(tmp_path):
+    _save_steps(tmp_path, [1, 2, 3, 4, 5], keep=5, rows=_BIG)
+    shutil.copytree(tmp_path / "5", tmp_path / "6.orbax-checkpoint-tmp")  # a save in flight
+    _truncate(tmp_path / "5")
+    before = _tree_listing(tmp_path)
+    with Checkpoints(tmp_path, read_only=True) as ckpts:  # keep=3 would prune 1 and 2
+        restored, metadata = ckpts.restore(_state(0, _BIG))
+        _assert_bitwise(restored, _state(4, _BIG))  # the damaged step 5 is skipped
+        assert ckpts.steps() == [1, 2, 3, 4, 5]
+        with pytest.raises(RuntimeError, match="read_only: cannot save step 7"):
+            ckpts.save(_state(7), {}, force=True)
+    assert _tree_listing(tmp_path) == before
+    with Checkpoints(tmp_path / "missing", read_only=True) as ckpts:
+        assert ckpts.restore(_state(0)) is None
+    assert not (tmp_path / "missing").exists()

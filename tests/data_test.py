@@ -4,6 +4,7 @@ fast failures, and batching checked against the permutations it promises."""
 import gzip
 import io
 import itertools
+import shutil
 import sys
 import time
 
@@ -95,6 +96,19 @@ def test_missing_idx_files_fail_fast_with_instructions(tmp_path, name):
     assert ("dataset-fashion-mnist" in message) == (name == "fashion_mnist")
 
 
+def test_a_truncated_idx_file_is_named_and_good_files_then_build(idx_set, tmp_path):
+    folder = tmp_path / "manual"
+    shutil.copytree(idx_set[0], folder)
+    images = folder / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])  # a cut download
+    with pytest.raises(ValueError, match="truncated or corrupt") as error:
+        data.load("mnist", "train", data_dir=tmp_path / "tfds", manual_dir=folder)
+    assert str(images) in str(error.value) and "manual_dir" in str(error.value)
+    shutil.copy(idx_set[0] / images.name, images)
+    arrays = data.load("mnist", "train", data_dir=tmp_path / "tfds", manual_dir=folder)
+    np.testing.assert_array_equal(arrays["image"], idx_set[1]["train"][0])
+
+
 @pytest.mark.parametrize("name", ["cifar10", "no_such_dataset_anywhere"])
 def test_unprepared_dataset_fails_fast(tmp_path, name):
     start = time.perf_counter()
@@ -142,6 +156,13 @@ def test_generic_prepared_dataset_loads_and_caches(tmp_path):
             assert tokens.dtype == np.int32
             np.testing.assert_array_equal(tokens, np.arange(i))
     assert (tmp_path / "rnnjax_tiny_mixed" / "1.0.0" / "numpy" / "train.npz").exists()
+
+
+def test_class_count_comes_from_the_metadata(mnist_dir, tmp_path):
+    assert data.class_count("mnist", data_dir=mnist_dir) == 10
+    assert data.class_count("mnist", "image", data_dir=mnist_dir) is None
+    RnnjaxTinyMixed(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+    assert data.class_count("rnnjax_tiny_mixed", data_dir=tmp_path) is None  # no "label"
 
 
 # ---------------------------------------------------------------- batching

@@ -1,5 +1,6 @@
 """Tests for rnnjax/train/evaluation.py: a workdir's newest checkpoint evaluated again."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,17 @@ def test_the_command_prints_metrics(workdir):
 def test_a_directory_without_a_run_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         evaluate_workdir(tmp_path)
+
+
+def test_evaluation_leaves_every_checkpoint_in_place(workdir, tmp_path):
+    """Evaluating reads only: a trainer may be saving (a tmp dir) and keeping more steps."""
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    checkpoints = copy / "checkpoints"
+    newest = max(int(p.name) for p in checkpoints.iterdir())
+    for step in (1, 2, 3):  # older steps than keep=3 would keep
+        shutil.copytree(checkpoints / str(newest), checkpoints / str(step))
+    shutil.copytree(checkpoints / str(newest), checkpoints / f"{newest + 1}.orbax-checkpoint-tmp")
+    before = {(str(p), p.stat().st_mtime_ns) for p in checkpoints.rglob("*")}
+    assert evaluate_workdir(copy)["step"] == newest
+    assert {(str(p), p.stat().st_mtime_ns) for p in checkpoints.rglob("*")} == before

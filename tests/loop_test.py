@@ -21,7 +21,15 @@ import numpy as np
 import pytest
 from trainruns import restore_final_state
 
-from rnnjax.train import Checkpoints, NonFiniteError, builders, init_state, launch, read_metrics
+from rnnjax.train import (
+    Checkpoints,
+    NonFiniteError,
+    builders,
+    init_state,
+    launch,
+    loop,
+    read_metrics,
+)
 from rnnjax.train.loop import train_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,3 +303,71 @@ def test_a_batch_larger_than_the_training_split_is_named(dirs, tmp_path):
     with pytest.raises(ValueError, match=r"has \d+ examples, fewer than batch_size=1000"):
         train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("key", ["checkpoint_every_steps", "log_every_steps"])
+def test_a_zero_step_cadence_is_named_before_anything_runs(dirs, tmp_path, key):
+    config = launch.load_config(str(CONFIG), _overrides(dirs, **{key: 0}))
+    with pytest.raises(ValueError, match=rf"config\.{key} must be >= 1 \(steps\), got 0"):
+        train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"learning_rate": 0.01}, ["learning_rate: 0.001 → 0.01"]),
+        ({"batch_size": 12, "seed": 1}, ["batch_size: 10 → 12", "seed: 0 → 1"]),
+    ],
+)
+def test_resuming_with_another_config_is_refused_and_keeps_the_saved_one(
+    dirs, reference, tmp_path, changes, named
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    saved = (workdir / "config.json").read_bytes()
+    # Allowed changes (devices, cadence, paths) are not named.
+    allowed = {"mesh.data": 1, "log_every_steps": 3, "data.manual_dir": str(dirs / "idx") + "/"}
+    config = launch.load_config(str(CONFIG), _overrides(dirs, **changes, **allowed))
+    with pytest.raises(ValueError, match="use a new workdir") as error:
+        train_and_evaluate(config, workdir)
+    message = str(error.value)
+    assert all(n in message for n in named), message
+    assert not any(f"{key}:" in message for key in allowed), message
+    assert (workdir / "config.json").read_bytes() == saved
+
+
+def test_resuming_with_more_epochs_trains_on(dirs, reference, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    config = launch.load_config(str(CONFIG), _overrides(dirs, num_epochs=4))
+    records = train_and_evaluate(config, workdir)
+    assert [r["step"] for r in records] == [6, 12, 18, 24]
+    assert loop.load_config(workdir)["num_epochs"] == 4
+
+
+def test_a_signal_during_the_end_of_run_report_waits_for_it(
+    dirs, reference, tmp_path, caplog, monkeypatch
+):
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    (workdir / "learning_curves.png").unlink()
+    plot = loop.plot_learning_curves
+
+    def plot_after_a_sigterm(records, path):
+        signal.raise_signal(signal.SIGTERM)
+        plot(records, path)
+
+    def fail(signum, frame):
+        raise AssertionError("SIGTERM reached the handler outside the run")
+
+    monkeypatch.setattr(loop, "plot_learning_curves", plot_after_a_sigterm)
+    previous = signal.signal(signal.SIGTERM, fail)
+    try:
+        with caplog.at_level(logging.WARNING):
+            records = train_and_evaluate(launch.load_config(str(CONFIG), _overrides(dirs)), workdir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [r["step"] for r in records] == [6, 12, 18]
+    assert (workdir / "learning_curves.png").is_file()
+    assert "after training had finished" in caplog.text

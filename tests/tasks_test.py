@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rnnjax.train import launch, tasks
+from rnnjax.train.tasks.classification import classifier_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "seq_mnist_lstm.py"
@@ -91,3 +92,23 @@ def test_a_config_without_a_task_is_classification():
     config = ml_collections.ConfigDict({"data": {}})
     with pytest.raises(AttributeError):  # it reached the classification task's data keys
         tasks.build(config)
+
+
+def test_a_training_subset_without_the_highest_classes_still_gets_every_class(tiny_idx, tmp_path):
+    config = launch.load_config(
+        str(CONFIG),
+        {
+            "data.manual_dir": str(tiny_idx),
+            "data.data_dir": str(tmp_path / "tfds"),
+            "data.train_limit": 5,  # labels 0..4 only
+            "model.units": 4,
+        },
+    )
+    task = tasks.build(config)
+    assert task.train["labels"].max() == 4
+    assert task.num_classes == 10  # from the dataset's metadata
+    params = task.model.init(jax.random.key(0))
+    assert jax.jit(task.forward)(params, {k: v[:2] for k, v in task.test.items()}).shape == (2, 10)
+    # Without metadata (e.g. generated data): the labels of both splits.
+    without = classifier_task(task.train, task.test, config.model)
+    assert without.num_classes == 10 == tasks.num_classes(task.train, task.test)

@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import jax
@@ -249,10 +250,13 @@ def zeros_carry(template: Carry, batch_shape: tuple[int, ...]) -> Carry:
     return jax.tree.map(lambda t: jnp.zeros(tuple(batch_shape) + t.shape, t.dtype), template)
 
 
-def carry_vector(size: int) -> jax.ShapeDtypeStruct:
-    """One example's float32 carry vector of ``size``, as a shape: building a cell touches no
-    device, so ``distributed.split_cpu`` may still run after a model is built."""
-    return jax.ShapeDtypeStruct((size,), jnp.float32)
+def carry_vector(units: int, parts: int = 1) -> jax.ShapeDtypeStruct:
+    """One example's float32 carry vector of ``parts`` values per unit (an LRU's real and
+    imaginary parts: 2), as a shape: building a cell touches no device, so
+    ``distributed.split_cpu`` may still run after a model is built."""
+    if not isinstance(units, Integral) or units < 1:
+        raise ValueError(f"a cell's units (its carry size) must be an int >= 1, got {units!r}")
+    return jax.ShapeDtypeStruct((parts * int(units),), jnp.float32)
 
 
 def carry_maker(template: Carry, learnable: bool):

@@ -206,7 +206,7 @@ def lru(
     if max_phase <= 0:
         raise ValueError(f"max_phase must be positive, got {max_phase}")
     out = units if output_size is None else output_size
-    carry_params, initial_carry = carry_maker(carry_vector(2 * units), learn_initial_carry)
+    carry_params, initial_carry = carry_maker(carry_vector(units, parts=2), learn_initial_carry)
 
     def init(key, input_size):
         return _lru_init(key, input_size, units, out, r_min, r_max, max_phase) | carry_params()

@@ -2,7 +2,7 @@
 
 from rnnjax.data._batching import batches, eval_batches, steps_per_epoch
 from rnnjax.data._builders import FashionMnistIdx, MnistIdx
-from rnnjax.data._load import load
+from rnnjax.data._load import class_count, load
 from rnnjax.data._sequences import bucket_batches, pad_batch
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "MnistIdx",
     "batches",
     "bucket_batches",
+    "class_count",
     "eval_batches",
     "load",
     "pad_batch",

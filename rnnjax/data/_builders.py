@@ -1,6 +1,7 @@
 """tfds builders for MNIST-style IDX files that need no network and no TensorFlow."""
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,7 @@ IDX_FILES = (
 
 def read_idx(path: Path) -> np.ndarray:
     """Reads a gzipped uint8 IDX file (``idx3`` images ``[N, H, W]``, ``idx1`` labels ``[N]``)."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    data = _gunzip(path)
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path}: expected a uint8 IDX header 00 00 08 <ndim>, got {data[:4]!r}")
     ndim = data[3]
@@ -27,6 +27,19 @@ def read_idx(path: Path) -> np.ndarray:
     if body.size != (size := int(np.prod(shape))):
         raise ValueError(f"{path}: header shape {shape} needs {size} bytes, got {body.size}")
     return body.reshape(shape)
+
+
+def _gunzip(path: Path) -> bytes:
+    """The decompressed bytes of ``path``; a truncated or corrupt file (an interrupted download)
+    raises ValueError naming it, instead of gzip's bare EOFError."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(
+            f"{path}: expected a complete gzip file, but it is truncated or corrupt ({e}). "
+            f"Replace it with a complete copy (`gzip -t {path.name}` checks one) in manual_dir."
+        ) from e
 
 
 class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -62,6 +62,27 @@ def load(
     return arrays
 
 
+def class_count(
+    name: str,
+    feature: str = "label",
+    *,
+    data_dir: str | Path | None = None,
+    manual_dir: str | Path | None = None,
+) -> int | None:
+    """The number of classes of ``name``'s ``feature`` from the dataset's metadata (tfds'
+    ``ClassLabel.num_classes``), or None when the feature is no ClassLabel of known size.
+
+    The metadata, not the largest label of a split: a split (or the first N of it) may lack
+    the highest classes. Arguments as for ``load``, which prepares the dataset first.
+    """
+    data_dir = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
+    features = _builder(name, data_dir, manual_dir).info.features
+    label = dict(features.items()).get(feature)  # a FeaturesDict has no .get
+    if isinstance(label, tfds.features.ClassLabel):
+        return label.num_classes
+    return None
+
+
 def _builder(name: str, data_dir: Path, manual_dir) -> tfds.core.DatasetBuilder:
     """Returns a prepared builder, preparing an IDX set first; fails fast when it cannot."""
     if name in _IDX_BUILDERS:

@@ -26,6 +26,10 @@ a template with any other shardings (a run saved on N devices resumes on M). Wit
 processes every one calls the same methods in the same order: orbax writes each array's shards
 from the processes that hold them and the metadata record from process 0, the checksum
 gathers what no single process holds, and only process 0 moves a damaged step aside.
+
+Readers. ``Checkpoints(directory, read_only=True)`` (evaluation, while a trainer may still be
+running) only reads: it deletes no old step, cleans no tmp directory (it may be a trainer's save
+in flight), moves no damaged step aside and refuses to save.
 """
 
 import hashlib
@@ -54,6 +58,8 @@ class Checkpoints:
       save_every_steps: ``save`` writes when ``step % save_every_steps == 0``; ``None`` saves
         only when forced.
       async_save: write in a background thread; ``save`` returns once the arrays are copied.
+      read_only: only restore and list steps, writing and deleting nothing (see the module
+        docstring), so a reader cannot disturb a trainer using the same directory.
 
     Example:
       >>> with Checkpoints(workdir / "checkpoints", save_every_steps=200) as ckpts:
@@ -61,7 +67,9 @@ class Checkpoints:
       ...     ckpts.save(state, {"epoch": epoch}, force=True)
     """
 
-    def __init__(self, directory, *, keep=3, save_every_steps=None, async_save=True):
+    def __init__(
+        self, directory, *, keep=3, save_every_steps=None, async_save=True, read_only=False
+    ):
         if keep < 2:
             raise ValueError(
                 f"keep must be >= 2 so a damaged newest step has a fallback, got {keep}"
@@ -70,8 +78,13 @@ class Checkpoints:
             raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
         self.directory = epath.Path(directory)
         self.keep, self.save_every_steps = keep, save_every_steps
+        self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
-            cleanup_tmp_directories=True, enable_async_checkpointing=async_save
+            cleanup_tmp_directories=not read_only,
+            create=not read_only,
+            read_only=read_only,
+            save_interval_steps=0 if read_only else 1,
+            enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "metadata")
@@ -84,6 +97,10 @@ class Checkpoints:
         ``"step"`` is set to the state's step. A step already saved is skipped.
         """
         step = int(state.step)
+        if self.read_only:
+            raise RuntimeError(
+                f"Checkpoints({self.directory}) was opened read_only: cannot save step {step}"
+            )
         due = force or (self.save_every_steps is not None and step % self.save_every_steps == 0)
         if not due or step in self._manager.all_steps():
             return False
@@ -107,7 +124,8 @@ class Checkpoints:
 
         ``template_state`` (a state or its ``jax.eval_shape``) gives the structure, NamedTuples
         included, dtypes, shapes and shardings; the values come back bitwise. Damaged newer
-        steps are logged and moved aside to ``<step>.damaged`` for inspection.
+        steps are logged and moved aside to ``<step>.damaged`` for inspection (left in place
+        when ``read_only``).
 
         Raises:
           ValueError: the template's leaves differ from the checkpoint's (a different model).
@@ -122,8 +140,9 @@ class Checkpoints:
                 logging.warning("Checkpoint step %d in %s is damaged: %s", step, self.directory, e)
                 damaged.append((step, e))
                 continue
-            for bad, _ in damaged:
-                self._move_aside(bad)
+            if not self.read_only:
+                for bad, _ in damaged:
+                    self._move_aside(bad)
             return restored
         if damaged:
             found = "; ".join(f"step {s}: {e}" for s, e in damaged)
@@ -136,8 +155,11 @@ class Checkpoints:
         return list(self._manager.all_steps())
 
     def wait(self):
-        """Waits for a save in flight, then deletes all but the newest ``keep`` steps."""
+        """Waits for a save in flight, then deletes all but the newest ``keep`` steps (none
+        when ``read_only``)."""
         self._manager.wait_until_finished()
+        if self.read_only:
+            return
         for step in self._manager.all_steps()[: -self.keep]:
             self._manager.delete(step)
 

@@ -22,7 +22,8 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on the test split.
 
     A classification task also gets ``confusion_matrix.png`` in ``workdir``, and its task's
-    report (figures) is written again.
+    report (figures) is written again. The checkpoints are only read (nothing pruned, moved or
+    cleaned), so a workdir may be evaluated while its run is still training.
 
     Returns:
       ``{"step", "test_<metric>"...}``, plus ``"confusion_matrix"`` for classification (nested
@@ -34,7 +35,7 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
     task = tasks.build(config)
     template = init_state(task.model, builders.optimizer(config), jax.random.key(config.seed))
-    with Checkpoints(workdir / "checkpoints") as ckpts:
+    with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:  # a trainer may be running
         restored = ckpts.restore(template)
     if restored is None:
         raise FileNotFoundError(f"No checkpoint to evaluate in {workdir / 'checkpoints'}")

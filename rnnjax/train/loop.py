@@ -1,8 +1,10 @@
 """``train_and_evaluate``: the resumable training loop that experiments and research code call."""
 
 import contextlib
+import fnmatch
 import functools
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -22,6 +24,21 @@ from rnnjax.train.steps import make_eval_step, make_train_step
 
 CURVES_FILE = "learning_curves.png"
 CONFIG_FILE = "config.json"
+CHECKPOINTS_DIR = "checkpoints"
+
+# Config keys (fnmatch patterns) a rerun may change in a workdir that holds checkpoints: how long
+# to train (a cosine schedule then decays over the new length), progress, logging and checkpoint
+# cadence and retention, where the same data is read from, and the devices (any resume on any).
+RESUMABLE_KEYS = (
+    "num_epochs",
+    "progress",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "data.manual_dir",
+    "data.data_dir",
+    "mesh.*",
+)
 
 
 class NonFiniteError(FloatingPointError):
@@ -33,10 +50,12 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     after every epoch.
 
     Rerunning with the same ``workdir`` resumes from the newest good checkpoint and ends with
-    bitwise the same params and metrics as an uninterrupted run. SIGTERM or Ctrl-C saves a
-    checkpoint and returns early. Writes ``metrics.jsonl``, TensorBoard events, checkpoints, the
-    config, a learning-curve PNG and, once finished, the task's report (figures) into
-    ``workdir``.
+    bitwise the same params and metrics as an uninterrupted run; a rerun whose config differs
+    from the saved one in other keys than ``RESUMABLE_KEYS`` is refused (ValueError). SIGTERM or
+    Ctrl-C during the epochs saves a checkpoint and returns early; once training has finished,
+    the end-of-run figures are written first. Writes ``metrics.jsonl``, TensorBoard events,
+    checkpoints, the config, a learning-curve PNG and, once finished, the task's report
+    (figures) into ``workdir``.
 
     ``config.mesh.data`` devices (-1: all) train data-parallel; ``config.mesh.fsdp`` also
     splits params and optimizer state over them. With several processes (see
@@ -47,9 +66,11 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       The evaluation records of the whole run (as in ``metrics.jsonl``).
     """
     workdir = Path(workdir)
+    _check_cadence(config)
+    _check_resumable(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+        _write_config(config, workdir / CONFIG_FILE)
     with distributed.primary_first("load the data"):  # a dataset is prepared once
         task = tasks.build(config)
     examples = len(next(iter(task.train.values())))
@@ -69,19 +90,84 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
             f"{config.batch_size // mesh.size} rows of each batch per device",
             flush=True,
         )
-    with Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints) as ckpts:
-        restored = ckpts.restore(state)
-        state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
-        run = _Run(config, task, tx, spe, ckpts, workdir, int(state.step), layout)
-        with _preemption() as stop, contextlib.closing(run):
-            state, finished = run.epochs(state, sums, stop)
-    distributed.sync("metrics written")
-    records = read_metrics(workdir / "metrics.jsonl")
-    if finished and records and jax.process_index() == 0:
-        plot_learning_curves(records, workdir / CURVES_FILE)
-        if task.report is not None:
-            task.report(jax.device_get(state.params), workdir)
+    with _preemption() as stop:  # from the restore to the last figure
+        with Checkpoints(workdir / CHECKPOINTS_DIR, keep=config.keep_checkpoints) as ckpts:
+            restored = ckpts.restore(state)
+            state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
+            run = _Run(config, task, tx, spe, ckpts, workdir, int(state.step), layout)
+            with contextlib.closing(run):
+                state, finished = run.epochs(state, sums, stop)
+        distributed.sync("metrics written")
+        records = read_metrics(workdir / "metrics.jsonl")
+        if finished and records and jax.process_index() == 0:
+            _report(task, state, records, workdir)
+        if finished and stop():
+            logging.warning("A signal arrived after training had finished; the report is written.")
     return records
+
+
+def _report(task, state, records, workdir: Path):
+    """The end-of-run figures: learning curves and the task's report."""
+    plot_learning_curves(records, workdir / CURVES_FILE)
+    if task.report is not None:
+        task.report(jax.device_get(state.params), workdir)
+
+
+def _check_cadence(config):
+    """Fails fast (before loading data) on a step cadence that the loop would divide by."""
+    for key in ("log_every_steps", "checkpoint_every_steps"):
+        if config[key] < 1:
+            raise ValueError(f"config.{key} must be >= 1 (steps), got {config[key]!r}")
+
+
+def _check_resumable(config, workdir: Path):
+    """Refuses to resume ``workdir``'s checkpoints with a config that differs from the saved one
+    in other keys than ``RESUMABLE_KEYS``; nothing is written before this passes."""
+    saved_file = workdir / CONFIG_FILE
+    if not saved_file.exists() or not _has_checkpoints(workdir / CHECKPOINTS_DIR):
+        return
+    saved = _flat(json.loads(saved_file.read_text()))
+    new = _flat(json.loads(config.to_json_best_effort()))
+    changed = [
+        f"{key}: {_shown(saved, key)} → {_shown(new, key)}"
+        for key in sorted(saved.keys() | new.keys())
+        if _shown(saved, key) != _shown(new, key)
+        and not any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE_KEYS)
+    ]
+    if changed:
+        raise ValueError(
+            f"{workdir} holds checkpoints of another config ({saved_file}); changed: "
+            f"{'; '.join(changed)}. A resume may change only {', '.join(RESUMABLE_KEYS)}: "
+            "use a new workdir for these settings, or rerun with the saved values."
+        )
+
+
+def _has_checkpoints(directory: Path) -> bool:
+    """Whether ``directory`` holds a complete checkpoint step (orbax's ``<step>`` folders)."""
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def _shown(flat: dict, key: str) -> str:
+    """A config value as the error shows it (and compares it): its repr, or "(absent)"."""
+    return repr(flat[key]) if key in flat else "(absent)"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a config's values by dotted key."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _write_config(config, path: Path):
+    """Writes ``config`` as JSON atomically: other processes may be reading the previous one."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(config.to_json_best_effort(indent=2))
+    os.replace(partial, path)
 
 
 def _initial_state(config, task, tx):
@@ -255,7 +341,8 @@ def _check_finite(sums, ckpts):
 
 @contextlib.contextmanager
 def _preemption():
-    """Turns SIGTERM and SIGINT into a flag that the loop checks after every step."""
+    """Turns SIGTERM and SIGINT into a flag that the loop checks after every step (and that the
+    end-of-run report ignores: it is finished first, then the run returns)."""
     received = []
     handler = lambda signum, frame: received.append(signum)  # noqa: E731
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

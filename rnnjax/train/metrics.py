@@ -3,9 +3,11 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
+from absl import logging
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -25,22 +27,50 @@ class MetricsWriter:
         self.path = Path(workdir) / METRICS_FILE
         kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
         _replace(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.tensorboard = _summary_writer(Path(workdir) / "tensorboard")
+        self.tensorboard = _EventFile(Path(workdir) / "tensorboard")
 
     def write(self, record: dict) -> None:
+        """Appends ``record``; it is in both files when this returns (a kill loses nothing)."""
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        for name, value in record.items():
-            if name not in ("step", "epoch") and isinstance(value, int | float):
-                self.tensorboard.add_scalar(name, value, record["step"])
-        self.tensorboard.flush()
+        scalars = {
+            name: value
+            for name, value in record.items()
+            if name not in ("step", "epoch") and isinstance(value, int | float)
+        }
+        self.tensorboard.write_scalars(scalars, record["step"])
 
     def close(self) -> None:
         self.tensorboard.close()
 
 
-def _summary_writer(logdir: Path):
-    """tensorboardX's ``SummaryWriter``, imported without torch.
+class _EventFile:
+    """A TensorBoard event file in ``logdir`` whose scalars are on disk once written.
+
+    tensorboardX's ``SummaryWriter`` queues events for a thread that writes them to the file
+    only every ``flush_secs`` (its ``flush()`` does not empty the queue), so a kill lost up to two
+    minutes of them. This writes each event in the calling thread, then flushes and fsyncs.
+    """
+
+    def __init__(self, logdir: Path):
+        events_writer, self._event, self._scalar = _tensorboardx()
+        logdir.mkdir(parents=True, exist_ok=True)
+        self._writer = events_writer(str(logdir / "events"))
+
+    def write_scalars(self, scalars: dict, step: int) -> None:
+        wall_time = time.time()
+        for name, value in scalars.items():
+            summary = self._scalar(name, value)
+            self._writer.write_event(self._event(wall_time=wall_time, step=step, summary=summary))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _tensorboardx():
+    """tensorboardX's synchronous ``EventsWriter``, its ``Event`` proto and ``summary.scalar``,
+    imported without torch.
 
     tensorboardX imports torch, when it is installed, only to accept torch tensors: seconds of
     start-up for every run and resume. We log Python floats, so while tensorboardX is imported
@@ -50,11 +80,13 @@ def _summary_writer(logdir: Path):
     if hide_torch:
         sys.modules["torch"] = None  # makes `import torch` raise ImportError
     try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
     finally:
         if hide_torch:
             del sys.modules["torch"]
-    return SummaryWriter(str(logdir))
+    return EventsWriter, Event, scalar
 
 
 def _replace(path: Path, text: str) -> None:
@@ -65,11 +97,28 @@ def _replace(path: Path, text: str) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (an empty list when it does not exist)."""
+    """The records of a ``metrics.jsonl`` (an empty list when it does not exist).
+
+    An unparseable last line is what a kill in the middle of an append leaves: it is dropped
+    with a warning (``MetricsWriter`` then rewrites the file without it). An unparseable line
+    before the last is damage, and raises ``ValueError`` naming the file and line.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for n, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if n != lines[-1][0]:
+                raise ValueError(
+                    f"{path}, line {n}: expected a JSON record, got {line[:80]!r} ({e.msg}); "
+                    "only a torn last line is dropped, so fix or delete this line"
+                ) from e
+            logging.warning("Dropped the torn last line %d of %s: %r", n, path, line[:80])
+    return records
 
 
 def plot_learning_curves(records: list[dict], out_path: str | Path) -> None:

@@ -12,15 +12,24 @@ SEQUENCES = ("rows", "pixels")
 
 
 def build(config) -> Task:
-    """Loads ``config.data`` and builds ``config.model``'s classifier (``builders.classifier``)."""
+    """Loads ``config.data`` and builds ``config.model``'s classifier (``builders.classifier``),
+    with as many classes as the dataset's metadata names (else as its labels show)."""
     train, test = load_classification(config.data)
-    return classifier_task(train, test, config.model)
+    classes = data.class_count(
+        config.data.name,
+        data_dir=config.data.data_dir or None,
+        manual_dir=config.data.manual_dir or None,
+    )
+    return classifier_task(train, test, config.model, classes=classes)
 
 
-def classifier_task(train: dict, test: dict, model_config) -> Task:
+def classifier_task(train: dict, test: dict, model_config, *, classes: int | None = None) -> Task:
     """The ``Task`` of classifying ``{"inputs", "labels"(, "lengths")}`` arrays with
-    ``builders.classifier(model_config)``: softmax cross-entropy, accuracy, a confusion matrix."""
-    classes = num_classes(train)
+    ``builders.classifier(model_config)``: softmax cross-entropy, accuracy, a confusion matrix.
+
+    ``classes``: the number of classes; None takes it from the labels of both splits.
+    """
+    classes = classes or num_classes(train, test)
     in_size = train["inputs"].shape[-1]
     model = builders.classifier(model_config, in_size=in_size, num_classes=classes)
     forward = model_forward(model)
@@ -79,6 +88,7 @@ def image_rows(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def num_classes(split: dict) -> int:
-    """The number of classes, from the largest label."""
-    return int(split["labels"].max()) + 1
+def num_classes(*splits: dict) -> int:
+    """The number of classes, from the largest label of all ``splits`` (a training subset may
+    lack the highest classes)."""
+    return max(int(split["labels"].max()) for split in splits) + 1
