@@ -75,7 +75,9 @@ def encoder_decoder(model_config, problem: translation.Problem) -> models.Encode
 
 def sequence_xent(logits, batch):
     """Cross-entropy over each example's target tokens (END included, padding not): the mean
-    over all tokens, with per-example ``loss`` and ``token_accuracy``."""
+    over all tokens, with per-example ``loss`` and ``token_accuracy``. Evaluation averages the
+    per-example means over examples, so ``test_loss`` weighs a short target as much as a long
+    one; for fixed-length targets (dates) it is the same mean."""
     targets = batch["targets"]
     mask = models.valid_mask(batch["target_lengths"], targets.shape[1])
     xent = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask
