@@ -28,12 +28,10 @@ def linear_scan(a, b, h0=None, *, reverse: bool = False, axis: int = 0) -> jax.A
     Example:
       >>> h = linear_scan(jnp.full((5, 3), 0.9), jnp.ones((5, 3)))   # h_t = 0.9 h_{t-1} + 1
     """
-    dtype = _accumulation_dtype(a, b, *([] if h0 is None else [h0]))
-    b = jnp.asarray(b, dtype)
-    a = jnp.broadcast_to(jnp.asarray(a, dtype), b.shape)
+    a, b, h0, axis = _checked(("a", a), ("b", b), ("h0", h0), axis)
     if h0 is not None:
         first = _at(b, axis, reverse)
-        b = b.at[first].add(a[first] * jnp.asarray(h0, dtype))
+        b = b.at[first].add(a[first] * h0)
     return jax.lax.associative_scan(_compose, (a, b), reverse=reverse, axis=axis)[1]
 
 
@@ -45,13 +43,13 @@ def log_linear_scan(log_a, log_b, log_h0=None, *, reverse: bool = False, axis: i
     recurrence, ``b_t = 0`` adds nothing) and keep gradients finite. Arguments and result are
     the logs of ``linear_scan``'s, real.
     """
-    dtype = _accumulation_dtype(log_a, log_b, *([] if log_h0 is None else [log_h0]))
-    log_b = jnp.asarray(log_b, dtype)
-    log_a = jnp.broadcast_to(jnp.asarray(log_a, dtype), log_b.shape)
+    named = ("log_a", log_a), ("log_b", log_b), ("log_h0", log_h0)
+    log_a, log_b, log_h0, axis = _checked(*named, axis)
+    if jnp.iscomplexobj(log_b):
+        raise TypeError(f"log_linear_scan takes real logs, got {log_b.dtype}")
     if log_h0 is not None:
         first = _at(log_b, axis, reverse)
-        from_h0 = log_a[first] + jnp.asarray(log_h0, dtype)
-        log_b = log_b.at[first].set(_logaddexp(from_h0, log_b[first]))
+        log_b = log_b.at[first].set(_logaddexp(log_a[first] + log_h0, log_b[first]))
     return jax.lax.associative_scan(_log_compose, (log_a, log_b), reverse=reverse, axis=axis)[1]
 
 
@@ -117,10 +115,32 @@ def _logaddexp_jvp(primals, tangents):
     return out, jnp.exp(x - finite_out) * dx + jnp.exp(y - finite_out) * dy
 
 
-def _accumulation_dtype(*arrays):
-    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+def _checked(a, b, h0, axis: int):
+    """``(a, b, h0, axis)`` in the accumulation dtype, ``a`` broadcast to ``b``'s shape and
+    ``axis`` made non-negative; each argument is a ``(name, value)`` pair for the errors."""
+    (name_a, a), (name_b, b), (name_h0, h0) = a, b, h0
+    shape = tuple(jnp.shape(b))
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"axis {axis} is not an axis of {name_b}, whose shape is {shape}")
+    axis %= len(shape)
+    dtype = jnp.promote_types(jnp.result_type(a, b, *([] if h0 is None else [h0])), jnp.float32)
+    try:
+        a = jnp.broadcast_to(jnp.asarray(a, dtype), shape)
+    except ValueError:
+        raise ValueError(
+            f"{name_a} must broadcast to {name_b}'s shape {shape}, got {jnp.shape(a)}"
+        ) from None
+    if h0 is not None:
+        want = shape[:axis] + shape[axis + 1 :]
+        if tuple(jnp.shape(h0)) != want:
+            raise ValueError(
+                f"{name_h0} must be {name_b}'s shape without axis {axis}, {want}, "
+                f"got {jnp.shape(h0)}"
+            )
+        h0 = jnp.asarray(h0, dtype)
+    return a, jnp.asarray(b, dtype), h0, axis
 
 
 def _at(array, axis: int, reverse: bool):
     """The index of the first step along ``axis`` (the last with ``reverse``)."""
-    return (slice(None),) * (axis % array.ndim) + (-1 if reverse else 0,)
+    return (slice(None),) * axis + (-1 if reverse else 0,)

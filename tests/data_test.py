@@ -277,3 +277,14 @@ def test_bucket_batches_partition_by_similar_length_deterministically():
     assert not all(np.array_equal(a, b) for a, b in zip(got, later, strict=True))
     dropped = data.bucket_batches(lengths, 8, seed=5, drop_remainder=True)
     assert len(dropped) == 6 and all(len(b) == 8 for b in dropped)
+
+
+def test_bucket_batches_drop_a_new_remainder_each_epoch():
+    """Not always the longest examples of the last pool, which would then never be trained on."""
+    lengths = np.arange(1, 98)  # 97 examples: 7 left out of each epoch's batches of 10
+    seen = set()
+    for epoch in range(20):
+        batches = data.bucket_batches(lengths, 10, seed=0, epoch=epoch, drop_remainder=True)
+        assert len(batches) == 9 and all(len(b) == 10 for b in batches)
+        seen |= set(np.concatenate(batches).tolist())
+    assert seen == set(range(97))

@@ -8,6 +8,7 @@ largest value, where near-cancelling gradient entries live). ``check_vjp``/``che
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +217,36 @@ def test_linear_scan_time_axis_and_float32_accumulation():
     a64, b64 = (np.swapaxes(np.asarray(x, np.float64), 0, 1) for x in (a, b))
     want = np.swapaxes(loop(a64, b64, 0.0, False), 0, 1)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_negative_time_axis_equals_the_positive_one(reverse):
+    rng = np.random.default_rng(2)
+    a, b, h0 = rng.uniform(0, 1, (3, 9, 4)), rng.normal(size=(3, 9, 4)), rng.normal(size=(3, 4))
+    for scan_fn, args in ((linear_scan, (a, b, h0)), (log_linear_scan, (np.log(a), b, h0))):
+        got = scan_fn(*args, axis=-2, reverse=reverse)
+        np.testing.assert_array_equal(got, scan_fn(*args, axis=1, reverse=reverse))
+
+
+def test_scan_inputs_are_checked_by_name():
+    b = jnp.ones((5, 3))
+    cases = [
+        (
+            lambda: linear_scan(jnp.ones((4, 3)), b),
+            "a must broadcast to b's shape (5, 3), got (4, 3)",
+        ),
+        (
+            lambda: linear_scan(0.5, b, jnp.ones(4)),
+            "h0 must be b's shape without axis 0, (3,), got (4,)",
+        ),
+        (lambda: linear_scan(0.5, b, axis=2), "axis 2 is not an axis of b, whose shape is (5, 3)"),
+        (lambda: log_linear_scan(0.0, b, jnp.ones((5, 3))), "log_h0 must be log_b's shape"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+    with pytest.raises(TypeError, match="takes real logs, got complex64"):
+        log_linear_scan(0.0, b.astype(jnp.complex64))
 
 
 @pytest.mark.parametrize("reverse", [False, True])

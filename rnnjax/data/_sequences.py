@@ -63,7 +63,8 @@ def bucket_batches(
       epoch: gives each epoch its own grouping and order.
       pool: how many batches' worth of examples are sorted together; larger pools pad less
         but are less random.
-      drop_remainder: leave out the one partial batch.
+      drop_remainder: leave out ``N mod batch_size`` examples, drawn anew each epoch, so
+        every batch is full.
 
     Returns:
       A list of int ``[batch_size]`` index arrays into the ``N`` examples.
@@ -82,10 +83,11 @@ def bucket_batches(
         )
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
+    if drop_remainder:  # a random remainder each epoch, not the longest of the last pool
+        order = order[: count * batch_size]
     result = []
     for start in range(0, len(order), pool * batch_size):
         chunk = order[start : start + pool * batch_size]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         result += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    result = result[:count]  # only the last batch can be partial
     return [result[i] for i in rng.permutation(count)]
