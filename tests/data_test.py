@@ -109,10 +109,13 @@ def test_a_truncated_idx_file_is_named_and_good_files_then_build(idx_set, tmp_pa
     np.testing.assert_array_equal(arrays["image"], idx_set[1]["train"][0])
 
 
-@pytest.mark.parametrize("name", ["cifar10", "no_such_dataset_anywhere"])
-def test_unprepared_dataset_fails_fast(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("cifar10", "not prepared"), ("no_such_dataset_anywhere", "neither a tfds dataset nor")],
+)
+def test_unprepared_or_unknown_dataset_fails_fast(tmp_path, name, message):
     start = time.perf_counter()
-    with pytest.raises(FileNotFoundError, match="not prepared"):
+    with pytest.raises(FileNotFoundError, match=message):
         data.load(name, "train", data_dir=tmp_path)
     assert time.perf_counter() - start < 5
 

@@ -94,8 +94,12 @@ def _builder(name: str, data_dir: Path, manual_dir) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(name, data_dir=str(data_dir))
     except tfds.core.registered.DatasetNotFoundError:
-        builder = None
-    if builder is None or not builder.is_prepared():
+        raise FileNotFoundError(
+            f"No dataset named {name!r}: it is neither a tfds dataset nor prepared in "
+            f"{data_dir}. Check the name (`tfds.list_builders()` lists them; rnnjax's own are "
+            f"{', '.join(_IDX_BUILDERS)}) or pass the data_dir that holds it."
+        ) from None
+    if not builder.is_prepared():
         raise FileNotFoundError(
             f"Dataset {name!r} is not prepared in {data_dir}. rnnjax never downloads: prepare it "
             f"there first in the array_record format (e.g. `tfds build {name} "

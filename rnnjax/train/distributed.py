@@ -120,6 +120,8 @@ def make_mesh(data: int = -1) -> Mesh:
 
 def check_batch_size(batch_size: int, n: int) -> None:
     """Raises a clear error unless ``batch_size`` splits evenly over ``n`` devices."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_size % n:
         lower, upper = batch_size // n * n, (batch_size // n + 1) * n
         nearest = f"{lower} or {upper}" if lower else str(upper)
