@@ -75,6 +75,13 @@ def test_forward_flops_of_the_textbook_model():
     lstm, gru = benchmark.MODELS["lstm128_t28"], benchmark.MODELS["gru128_t28"]
     assert benchmark.forward_flops(lstm) - 2 * 150 * 128 * 10 == 4 * 2 * 150 * 28 * 156 * 128
     assert benchmark.forward_flops(gru) - 2 * 150 * 128 * 10 == 3 * 2 * 150 * 28 * 156 * 128
+    # training: forward, weights' gradients, the carry's gradient; no gradient of the inputs
+    textbook = benchmark.MODELS["rnn150_t28"]
+    weights = 2 * 150 * 28 * 178 * 150 + 2 * 150 * 150 * 10
+    carry = 2 * 150 * 28 * 150 * 150 + 2 * 150 * 150 * 10
+    assert (
+        benchmark.step_flops(textbook, train=True) == gates + 2 * 150 * 150 * 10 + weights + carry
+    )
 
 
 def test_memory_case_and_table():
