@@ -132,7 +132,8 @@ def beam_search(
         return t + 1, jax.tree.map(lambda c: c[rows], carry), beams
 
     def running(loop):
-        return (loop[0] < max_length) & ~jnp.all(loop[2].done)
+        beams = loop[2]  # a beam left at -inf (fewer candidates than K) can never finish
+        return (loop[0] < max_length) & ~jnp.all(beams.done | jnp.isneginf(beams.log_probs))
 
     _, _, beams = jax.lax.while_loop(running, step, (0, carry, beams))
     scores = beams.log_probs / _penalty(beams.steps, length_penalty)

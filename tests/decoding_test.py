@@ -205,3 +205,24 @@ def test_source_lengths_as_a_list(random_model):
     want = greedy(model, params, src, src_lengths=SRC_LENGTHS, **options)
     got = greedy(model, params, src, src_lengths=SRC_LENGTHS.tolist(), **options)
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_a_beam_wider_than_the_hypotheses_stops_once_they_have_finished():
+    """Beams without a candidate stay at -inf and never emit END; the search must not wait
+    for them until max_length."""
+    steps = []
+    only_end = jnp.full((V,), -jnp.inf).at[END].set(0.0)  # every hypothesis ends at once
+
+    def decode_step(params, carry, tokens):
+        jax.debug.callback(lambda: steps.append(1))
+        return carry, jnp.broadcast_to(only_end, (tokens.shape[0], V))
+
+    model = EncoderDecoder(
+        None, None, lambda p, src, lengths=None: jnp.zeros(len(src)), decode_step
+    )
+    options = dict(start_token=START, end_token=END, max_length=20, beam_size=3)
+    tokens, lengths, scores = beam_search(model, None, jnp.zeros((2, 1), jnp.int32), **options)
+    jax.effects_barrier()
+    np.testing.assert_array_equal(lengths, [0, 0])
+    np.testing.assert_array_equal(scores, [0.0, 0.0])
+    assert len(steps) == 1, f"{len(steps)} decoder steps for a search that ends after one"
