@@ -3,11 +3,12 @@
   python -m experiments.parallel_scan_benchmark --lengths=64,256,784,4096 --repeats=20
 
 One training step is the jitted gradient of a mean-squared-output loss w.r.t. the params
-(forward and backward), timed after a compiling call, with ``block_until_ready``; the median
-of ``--repeats`` runs is reported. Prints a table, one JSON line per (cell, T) and, per cell,
-the crossover: the T from which the parallel form is faster, interpolated in log-log between
-the measured lengths. Expected on an accelerator (issue "Linear recurrences trained in parallel
-over time"): the parallel form ≥ 5x faster at T = 784 and T = 4096.
+(forward and backward), timed after a compiling call, with ``block_until_ready``, the two forms
+alternately; the median of ``--repeats`` runs of each is reported. Prints a table, one JSON
+line per (cell, T) and, per cell, the crossover: the T from which the parallel form is faster,
+interpolated in log-log between the measured lengths. Expected on an accelerator (issue
+"Linear recurrences trained in parallel over time"): the parallel form ≥ 5x faster at T = 784
+and T = 4096.
 """
 
 import json
@@ -35,23 +36,30 @@ _INPUT_SIZE = flags.DEFINE_integer("input_size", 8, "Input features per step.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed steps per measurement (median taken).")
 
 
-def step_ms(cell, parallel: bool, length: int, batch: int, input_size: int, repeats: int):
-    """Median milliseconds of one jitted forward+backward pass, compilation excluded."""
+def both_forms_ms(cell, length: int, batch: int, input_size: int, repeats: int) -> dict:
+    """Median milliseconds of one jitted forward+backward pass of each form (``{parallel:
+    ms}``), compilation excluded; the two are timed alternately, so that a drift of the
+    machine's speed hits both alike."""
     params = jax.jit(cell.init, static_argnums=1)(jax.random.key(0), input_size)
     xs = jax.random.normal(jax.random.key(1), (batch, length, input_size))
 
-    def loss(params, xs):
-        _, ys = rnnjax.unroll(cell, params, xs, parallel=parallel)
-        return jnp.mean(ys**2)
+    def step(parallel):
+        def loss(params, xs):
+            _, ys = rnnjax.unroll(cell, params, xs, parallel=parallel)
+            return jnp.mean(ys**2)
 
-    step = jax.jit(jax.grad(loss))
-    jax.block_until_ready(step(params, xs))
-    times = []
+        return jax.jit(jax.grad(loss))
+
+    steps = {parallel: step(parallel) for parallel in (True, False)}
+    for run in steps.values():
+        jax.block_until_ready(run(params, xs))  # compiles
+    times = {parallel: [] for parallel in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(step(params, xs))
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for parallel, run in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run(params, xs))
+            times[parallel].append(time.perf_counter() - start)
+    return {parallel: 1000 * statistics.median(t) for parallel, t in times.items()}
 
 
 def benchmark(cells, lengths, *, batch: int, units: int, input_size: int, repeats: int):
@@ -60,7 +68,7 @@ def benchmark(cells, lengths, *, batch: int, units: int, input_size: int, repeat
     for name in cells:
         cell = CELLS[name](units)
         for length in lengths:
-            ms = {p: step_ms(cell, p, length, batch, input_size, repeats) for p in (True, False)}
+            ms = both_forms_ms(cell, length, batch, input_size, repeats)
             rows.append(
                 {
                     "cell": name,
