@@ -16,7 +16,7 @@ CELLS = {
 
 
 def make_cell(name: str, units: int, **options) -> cells.Cell:
-    """A cell by name ("simple", "lstm", "gru", "indrnn") with factory keyword options."""
+    """A cell by its name in ``CELLS`` with factory keyword options."""
     if name not in CELLS:
         raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {name!r}")
     return CELLS[name](units, **options)

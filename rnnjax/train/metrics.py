@@ -19,7 +19,7 @@ class MetricsWriter:
     """Appends one JSON object per evaluation to ``DIR/metrics.jsonl`` and mirrors the scalars
     to TensorBoard event files in ``DIR/tensorboard``.
 
-    On a resume, records at or after the resumed step are dropped from ``metrics.jsonl`` first,
+    On a resume, records after the resumed step are dropped from ``metrics.jsonl`` first,
     so a run killed after writing an evaluation but before its checkpoint does not repeat it.
     """
 
