@@ -43,22 +43,28 @@ def fused_unroll(
     fused backward pass. ``initial`` is the carry a reset restores; ``valid [T, B]`` and
     ``resets [T, B]`` are optional masks. Returns ``(final_carry, ys [T, B, ...])``, or the
     last valid output ``[B, ...]`` in place of ``ys`` without ``return_sequences``."""
-    static = (cell.fused, cell.project, reverse, unroll, prefetch, return_sequences)
-    return _fused(static, params, xs, carry, initial, valid, resets)
+    step = cell.fused._replace(recurrent_mask=None)  # static: functions only
+    static = (step, cell.project, reverse, unroll, prefetch, return_sequences)
+    return _fused(static, params, cell.fused.recurrent_mask, xs, carry, initial, valid, resets)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(static, params, xs, carry, initial, valid, resets):
-    return _forward(static, params, xs, carry, initial, valid, resets)[0]
+def _fused(static, params, mask, xs, carry, initial, valid, resets):
+    return _forward(static, params, mask, xs, carry, initial, valid, resets)[0]
 
 
-def _forward(static, params, xs, carry, initial, valid, resets):
-    step, project, reverse, unroll, prefetch, return_sequences = static
+def _with_mask(static, mask):
+    """``static`` whose step reads ``mask`` (carry dropout), an argument of this trace."""
+    return (static[0]._replace(recurrent_mask=mask), *static[1:])
+
+
+def _forward(static, params, mask, xs, carry, initial, valid, resets):
+    step, project, reverse, unroll, prefetch, return_sequences = _with_mask(static, mask)
     wh = _cast(params["wh"], step.compute_dtype)  # once, not at every step
 
     def run(carry_in, x):
         pre = project(params, x)
-        rec = low_precision_dot(step.recurrent_input(carry_in), wh, step.compute_dtype)
+        rec = low_precision_dot(step.read(carry_in), wh, step.compute_dtype)
         if step.activations is not None:  # keep the activations, not what goes in
             a = step.activations.activate(params, pre, rec)
             new, y = step.activations.combine(params, carry_in, a)
@@ -70,12 +76,12 @@ def _forward(static, params, xs, carry, initial, valid, resets):
     body, state = masked_steps(run, initial, carry, scanned, (params, xs), return_sequences)
     (final, last), (ys, saved) = prefetching_scan(body, state, scanned, reverse, unroll, prefetch)
     outputs = ys if return_sequences else last
-    return (final, outputs), (params, xs, initial, valid, resets, saved)
+    return (final, outputs), (params, mask, xs, initial, valid, resets, saved)
 
 
 def _backward(static, residuals, cotangents):
-    step, project, reverse, unroll, _, return_sequences = static
-    params, xs, initial, valid, resets, (carries_in, kept) = residuals
+    params, mask, xs, initial, valid, resets, (carries_in, kept) = residuals
+    step, project, reverse, unroll, _, return_sequences = _with_mask(static, mask)
     d_final, d_outputs = cotangents
     d_ys, d_last = (d_outputs, None) if return_sequences else (None, d_outputs)
     wh_t = _cast(params["wh"].T, step.compute_dtype)  # once, not at every step
@@ -111,7 +117,7 @@ def _backward(static, residuals, cotangents):
             _, gates_vjp = jax.vjp(gates, gate_params, carry_in, *kept_t)
             d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
             d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
-        h, input_vjp = jax.vjp(step.recurrent_input, carry_in)
+        h, input_vjp = jax.vjp(step.read, carry_in)
         d_carry_in = _add(
             d_carry_in, input_vjp(low_precision_dot(d_rec, wh_t, step.compute_dtype))[0]
         )
@@ -134,15 +140,17 @@ def _backward(static, residuals, cotangents):
     (d_carry, _, d_params, d_initial), outputs = jax.lax.scan(
         body, acc, scanned, reverse=not reverse, unroll=unroll
     )
+    d_mask = None if mask is None else jnp.zeros_like(mask)  # a random draw: no gradient
     if not after:
-        return d_params, outputs, d_carry, d_initial, None, None
+        return d_params, d_mask, outputs, d_carry, d_initial, None, None
     d_pre, d_rec = _pre_and_rec(outputs, width, summed)  # [T, B, G] each, all steps
     _, project_vjp = jax.vjp(project, params, xs)
     d_projected, d_xs = project_vjp(d_pre)
     over_steps = (((0, 1), (0, 1)), ((), ()))
-    h_all = step.recurrent_input(carries_in)
+    h_all = step.read(carries_in)
     d_wh = low_precision_dot(h_all, d_rec, step.compute_dtype, over_steps)
-    return _add(d_params, _add_to(d_projected, {"wh": d_wh})), d_xs, d_carry, d_initial, None, None
+    d_params = _add(d_params, _add_to(d_projected, {"wh": d_wh}))
+    return d_params, d_mask, d_xs, d_carry, d_initial, None, None
 
 
 _fused.defvjp(_forward, _backward)

@@ -6,6 +6,8 @@ params (as stax does) so sizes chain without data. Every ``apply`` has one signa
 ``carry=None``. Dropout is on exactly when a key is passed.
 """
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -272,9 +274,31 @@ def dropout(rate: float, *, variational: bool = False) -> Layer:
     return Layer(init, apply)
 
 
+_FIRST_ROW = contextvars.ContextVar("rnnjax_first_row", default=0)
+
+
+@contextlib.contextmanager
+def rows_from(first_row):
+    """Dropout masks drawn inside (while tracing) are those of the whole batch's rows
+    ``first_row, first_row + 1, ...``: ``distributed.data_parallel`` runs each device's rows
+    under its offset, so a model's masks, and its losses, do not depend on the device count."""
+    token = _FIRST_ROW.set(first_row)
+    try:
+        yield
+    finally:
+        _FIRST_ROW.reset(token)
+
+
 def _dropout_mask(key, rate: float, shape) -> jax.Array:
+    """An inverted-dropout mask ``shape = [B, ...]`` whose row ``i`` is drawn from
+    ``fold_in(key, first_row + i)``: a row's mask is its own, however the batch is split."""
     keep = 1.0 - rate
-    return jax.random.bernoulli(key, keep, shape).astype(jnp.float32) / keep
+    rows = _FIRST_ROW.get() + jnp.arange(shape[0])
+
+    def row_mask(row):
+        return jax.random.bernoulli(jax.random.fold_in(key, row), keep, shape[1:])
+
+    return jax.vmap(row_mask)(rows).astype(jnp.float32) / keep
 
 
 def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cell:

@@ -362,6 +362,51 @@ def test_steps_on_cpu_devices_stay_two_in_flight_and_never_deadlock():
     assert done.stdout.split()[-2:] == ["2000", "4"]
 
 
+# The same dropout model trained 3 steps on one device (no layout), on a 1-device mesh and on 2.
+DROPOUT_ON_DEVICES = """
+import jax, numpy as np, optax, rnnjax
+from rnnjax.train import distributed
+body = rnnjax.serial(
+    rnnjax.rnn(rnnjax.cells.gru(8), input_dropout=0.3, carry_dropout=0.3), rnnjax.dropout(0.4)
+)
+model = rnnjax.seq2vec(body, rnnjax.dense(10), in_size=3, pool="mean")
+tx = optax.adam(1e-2)
+def init():  # a fresh key each time: a train step donates the state's
+    return rnnjax.train.init_state(model, tx, jax.random.key(0))
+
+
+rng = np.random.default_rng(0)
+rows = {"inputs": rng.normal(size=(8, 5, 3)).astype(np.float32), "labels": np.arange(8) % 10}
+
+
+def trained(devices):
+    state, layout = (init(), None) if devices is None else distributed.sharded_state(
+        init, distributed.make_mesh(devices)
+    )
+    step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
+    batch = rows if layout is None else distributed.global_batch(rows, layout.batch)
+    for _ in range(3):
+        state, metrics = step(state, batch)
+    return jax.device_get(state.params)
+
+
+want = trained(None)
+for devices in (1, 2):
+    for got, expected in zip(jax.tree.leaves(trained(devices)), jax.tree.leaves(want)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+print("same")
+"""
+
+
+def test_dropout_masks_do_not_depend_on_the_device_count():
+    """Each row's masks come from its row of the whole batch, not from its device's index."""
+    env = os.environ | {"JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "2"}
+    command = [sys.executable, "-c", DROPOUT_ON_DEVICES]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "same"
+
+
 def test_bounded_dispatch_applies_only_to_several_cpu_devices_of_this_process():
     def device(platform="cpu", process=0):
         return types.SimpleNamespace(platform=platform, process_index=process)

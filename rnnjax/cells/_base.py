@@ -64,6 +64,10 @@ class FusedStep(NamedTuple):
         rest of ``pre`` and ``rec``, ``2G - k`` columns (a GRU's r and z: ``k = 2H``).
       compute_dtype: the dtype of the recurrent matmul (None: float32), as in ``matmul``.
       activations: optional ``GateActivations`` of ``gates``.
+      recurrent_mask: optional array that multiplies ``recurrent_input(carry)`` where the
+        matmul reads it (carry dropout). An array, not a closure, so the fused backward pass
+        (a ``custom_vjp``) can take it as an argument: a traced value closed over by its
+        functions escapes the trace under ``shard_map``. It gets no gradient.
     """
 
     recurrent_input: Callable[[Any], Array]
@@ -71,6 +75,12 @@ class FusedStep(NamedTuple):
     additive: bool | int = False
     compute_dtype: Any = None
     activations: GateActivations | None = None
+    recurrent_mask: Array | None = None
+
+    def read(self, carry) -> Array:
+        """What the recurrent matmul multiplies: ``recurrent_input(carry)``, masked if asked."""
+        h = self.recurrent_input(carry)
+        return h if self.recurrent_mask is None else h * self.recurrent_mask
 
 
 class Cell(NamedTuple):
@@ -181,7 +191,7 @@ def fused_recur(fused: FusedStep):
     disagree."""
 
     def recur(params, carry, pre):
-        h = fused.recurrent_input(carry)
+        h = fused.read(carry)
         return fused.gates(params, carry, pre, matmul(h, params["wh"], fused.compute_dtype))
 
     return recur
@@ -201,7 +211,7 @@ def recur_with_mask(cell: Cell):
 
 def mask_recurrent_input(fused: FusedStep, mask: Array) -> FusedStep:
     """``fused`` whose recurrent matmul reads ``mask ⊙ recurrent_input(carry)``."""
-    return fused._replace(recurrent_input=lambda carry: fused.recurrent_input(carry) * mask)
+    return fused._replace(recurrent_mask=mask)
 
 
 def hoistable(

@@ -23,6 +23,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from rnnjax import layers
+
 AXIS = "data"
 
 
@@ -182,15 +184,15 @@ def data_parallel(forward: Callable, mesh: Mesh) -> Callable:
     cancel the gain of a second device). Here each device unrolls its rows with its own copy of
     the params, so the gradient's sum across devices happens once, at the params' entry. The
     outputs are the same global arrays as ``forward``'s, so the loss stays the caller's,
-    computed on the whole batch. ``key`` (dropout) is folded with the device's index along
-    ``data`` so that the devices draw different masks.
+    computed on the whole batch. Dropout masks are drawn per row of the whole batch
+    (``layers.rows_from``), so they are the same on any number of devices.
     """
 
     def local(params, batch, key):
         params = jax.lax.pcast(params, (AXIS,), to="varying")  # the gradient's psum: here, once
-        if key is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
-        return forward(params, batch, key)
+        rows = jax.tree.leaves(batch)[0].shape[0]
+        with layers.rows_from(jax.lax.axis_index(AXIS) * rows):
+            return forward(params, batch, key)
 
     spread = jax.shard_map(
         local,
