@@ -20,7 +20,6 @@ from rnnjax.cells import Cell, LSTMCarry
 from rnnjax.cells._base import (
     check_compute_dtype,
     glorot_uniform,
-    mask_recurrent_input,
     matmul,
     recur_with_mask,
     resolve_activation,
@@ -323,7 +322,7 @@ def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cel
     def recur(p, c, pre):
         return masked_recur(p, c, pre, mask)
 
-    fused = cell.fused and mask_recurrent_input(cell.fused, mask)
+    fused = cell.fused and cell.fused._replace(recurrent_mask=mask)
     return cell._replace(
         apply=lambda p, c, x: recur(p, c, cell.project(p, x)), recur=recur, fused=fused
     )

@@ -204,14 +204,9 @@ def recur_with_mask(cell: Cell):
         return cell.masked_recur
 
     def masked(params, carry, pre, mask):
-        return fused_recur(mask_recurrent_input(cell.fused, mask))(params, carry, pre)
+        return fused_recur(cell.fused._replace(recurrent_mask=mask))(params, carry, pre)
 
     return masked
-
-
-def mask_recurrent_input(fused: FusedStep, mask: Array) -> FusedStep:
-    """``fused`` whose recurrent matmul reads ``mask ⊙ recurrent_input(carry)``."""
-    return fused._replace(recurrent_mask=mask)
 
 
 def hoistable(

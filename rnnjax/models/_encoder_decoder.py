@@ -168,8 +168,8 @@ def encoder_decoder(
         return carry, logits[:, 0]
 
     def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, key=None):
-        _check_tokens("src", src, None)
-        _check_tokens("tgt_in", tgt_in, jnp.shape(src)[0])
+        _check_token_shape("src", src, None)
+        _check_token_shape("tgt_in", tgt_in, jnp.shape(src)[0])
         tgt_lengths = checked_lengths(tgt_in, tgt_lengths)
         ke, kt, kh = (None,) * 3 if key is None else jax.random.split(key, 3)
         carry = encode(params, src, src_lengths, key=ke)
@@ -186,7 +186,7 @@ def encoder_decoder(
     return EncoderDecoder(init, apply, encode, decode_step)
 
 
-def _check_tokens(name: str, tokens, batch: int | None) -> None:
+def _check_token_shape(name: str, tokens, batch: int | None) -> None:
     """Checks ``tokens`` is ``[B, T]`` (with ``B == batch`` if given): the attention decoder
     steps its own scan, which checks nothing."""
     shape = tuple(jnp.shape(tokens))

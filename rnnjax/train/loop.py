@@ -4,7 +4,6 @@ import contextlib
 import fnmatch
 import functools
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -13,12 +12,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax.traverse_util import flatten_dict
 from tqdm import tqdm
 
 from rnnjax import data
 from rnnjax.train import builders, distributed, tasks
 from rnnjax.train.checkpoints import Checkpoints
-from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
+from rnnjax.train.metrics import (
+    MetricsWriter,
+    plot_learning_curves,
+    read_metrics,
+    write_atomically,
+)
 from rnnjax.train.state import init_state
 from rnnjax.train.steps import make_eval_step, make_train_step
 
@@ -70,7 +75,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     _check_resumable(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        _write_config(config, workdir / CONFIG_FILE)
+        write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
     with distributed.primary_first("load the data"):  # a dataset is prepared once
         task = tasks.build(config)
     examples = len(next(iter(task.train.values())))
@@ -126,8 +131,8 @@ def _check_resumable(config, workdir: Path):
     saved_file = workdir / CONFIG_FILE
     if not saved_file.exists() or not _has_checkpoints(workdir / CHECKPOINTS_DIR):
         return
-    saved = _flat(json.loads(saved_file.read_text()))
-    new = _flat(json.loads(config.to_json_best_effort()))
+    saved = flatten_dict(json.loads(saved_file.read_text()), sep=".")
+    new = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     changed = [
         f"{key}: {_shown(saved, key)} → {_shown(new, key)}"
         for key in sorted(saved.keys() | new.keys())
@@ -150,24 +155,6 @@ def _has_checkpoints(directory: Path) -> bool:
 def _shown(flat: dict, key: str) -> str:
     """A config value as the error shows it (and compares it): its repr, or "(absent)"."""
     return repr(flat[key]) if key in flat else "(absent)"
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a config's values by dotted key."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _write_config(config, path: Path):
-    """Writes ``config`` as JSON atomically: other processes may be reading the previous one."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(config.to_json_best_effort(indent=2))
-    os.replace(partial, path)
 
 
 def _initial_state(config, task, tx):

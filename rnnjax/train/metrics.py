@@ -26,7 +26,7 @@ class MetricsWriter:
     def __init__(self, workdir: str | Path, *, resume_step: int = 0):
         self.path = Path(workdir) / METRICS_FILE
         kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        _replace(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tensorboard = _EventFile(Path(workdir) / "tensorboard")
 
     def write(self, record: dict) -> None:
@@ -89,8 +89,9 @@ def _tensorboardx():
     return EventsWriter, Event, scalar
 
 
-def _replace(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically: a kill mid-write never loses the kept records."""
+def write_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically: a kill mid-write never loses what it held, and
+    a reader (another process) sees the old text or the new."""
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text)
     os.replace(partial, path)
