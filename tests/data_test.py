@@ -4,6 +4,7 @@ fast failures, and batching checked against the permutations it promises."""
 import gzip
 import io
 import itertools
+import re
 import shutil
 import sys
 import time
@@ -14,7 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rnnjax import data
-from rnnjax.data import _load
+from rnnjax.data import _builders, _cache, _load
 
 IDX = {"train": 20, "t10k": 10}
 
@@ -107,6 +108,49 @@ def test_a_truncated_idx_file_is_named_and_good_files_then_build(idx_set, tmp_pa
     shutil.copy(idx_set[0] / images.name, images)
     arrays = data.load("mnist", "train", data_dir=tmp_path / "tfds", manual_dir=folder)
     np.testing.assert_array_equal(arrays["image"], idx_set[1]["train"][0])
+
+
+def test_a_corrupt_or_stale_cache_is_rebuilt_from_the_prepared_split(idx_set, tmp_path, caplog):
+    images, labels = idx_set[1]["train"]
+    data_dir = tmp_path / "tfds"
+    data.load("mnist", "train", data_dir=data_dir, manual_dir=idx_set[0])
+    cache = data_dir / "mnist_idx" / "1.0.0" / "numpy" / "train.npz"
+    good = cache.read_bytes()
+    damages = {
+        "torn": lambda: cache.write_bytes(good[: len(good) // 2]),
+        "empty": lambda: cache.write_bytes(b""),
+        "garbage": lambda: cache.write_bytes(b"not an npz file"),
+        "fewer examples": lambda: _cache.save(cache, {"image": images[:3], "label": labels[:3]}),
+        "a missing feature": lambda: _cache.save(cache, {"image": images}),
+    }
+    for damage, write in damages.items():
+        write()
+        caplog.clear()
+        arrays = data.load("mnist", "train", data_dir=data_dir)
+        np.testing.assert_array_equal(arrays["image"], images, err_msg=damage)
+        np.testing.assert_array_equal(arrays["label"], labels, err_msg=damage)
+        assert str(cache) in caplog.text, damage
+        np.testing.assert_array_equal(_cache.load(cache)["image"], images, err_msg=damage)
+
+
+def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    def full_disk(file, **arrays):
+        file.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _cache.save(tmp_path / "numpy" / "train.npz", {"x": np.arange(3)})
+    assert list((tmp_path / "numpy").iterdir()) == []
+
+
+def test_a_cut_idx_header_is_named(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + (60000).to_bytes(4, "big"))  # 3 dims, only 1 given
+    with pytest.raises(ValueError, match="3-d IDX header needs 16 bytes, got 8") as error:
+        _builders.read_idx(path)
+    assert str(path) in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -280,6 +324,14 @@ def test_bucket_batches_partition_by_similar_length_deterministically():
     assert not all(np.array_equal(a, b) for a, b in zip(got, later, strict=True))
     dropped = data.bucket_batches(lengths, 8, seed=5, drop_remainder=True)
     assert len(dropped) == 6 and all(len(b) == 8 for b in dropped)
+
+
+@pytest.mark.parametrize("lengths", [np.int64(5), np.ones((2, 3), int), np.array([], int)])
+def test_bucket_batches_name_bad_lengths(lengths):
+    with pytest.raises(
+        ValueError, match=rf"need lengths \[N\].*shape {re.escape(str(lengths.shape))}"
+    ):
+        data.bucket_batches(lengths, 2, seed=0)
 
 
 def test_bucket_batches_drop_a_new_remainder_each_epoch():

@@ -58,6 +58,13 @@ def test_bad_sequence_settings_are_named(tiny_idx, tmp_path, overrides, message)
         tasks.load_classification(_data_config(tiny_idx, tmp_path, **overrides))
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_negative_limit_is_refused_not_taken_as_all_but_the_last(tiny_idx, tmp_path, split):
+    config = _data_config(tiny_idx, tmp_path, **{f"{split}_limit": -1})
+    with pytest.raises(ValueError, match=f"data.{split}_limit must be >= 0 .*got -1"):
+        tasks.load_classification(config)
+
+
 @pytest.mark.parametrize("name", ["seq_mnist_lstm", "seq_mnist_min_gru", "seq_mnist_lru"])
 def test_sequential_mnist_configs_classify_permuted_pixels(tiny_idx, tmp_path, name):
     config = launch.load_config(

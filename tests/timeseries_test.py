@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from rnnjax.data import series
 from rnnjax.train import launch, read_metrics, tasks
 from rnnjax.train.loop import train_and_evaluate
 
@@ -68,3 +69,15 @@ def test_deep_dropout_is_random_in_training_and_off_in_evaluation():
         "head": params["head"]
     }
     np.testing.assert_allclose(evaluation, jax.jit(plain.forward)(plain_params, batch), rtol=1e-6)
+
+
+def test_one_seed_for_train_and_test_is_refused():
+    """The same seed draws the same start times, so the test windows would be training ones."""
+    config = _config("timeseries", **{"data.seed": 1, "data.test_seed": 1})
+    train, test = (
+        series.window_starts(n, config.data.n_steps, seed=1)
+        for n in (config.data.train_windows, config.data.test_windows)
+    )
+    assert np.isin(test, train).all()  # why: the test split would measure recall
+    with pytest.raises(ValueError, match="data.seed and data.test_seed must differ, got both 1"):
+        tasks.build(config)

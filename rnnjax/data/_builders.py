@@ -22,6 +22,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path}: expected a uint8 IDX header 00 00 08 <ndim>, got {data[:4]!r}")
     ndim = data[3]
+    if len(data) < (header := 4 + 4 * ndim):
+        raise ValueError(f"{path}: a {ndim}-d IDX header needs {header} bytes, got {len(data)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != (size := int(np.prod(shape))):

@@ -25,9 +25,12 @@ def save(path: Path, arrays: dict[str, np.ndarray]) -> None:
             entries[f"{key}@values"] = np.concatenate([x.ravel() for x in column])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(partial, "wb") as f:  # a file object, so savez adds no ".npz" to the name
-        np.savez(f, **entries)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as f:  # a file object, so savez adds no ".npz" to the name
+            np.savez(f, **entries)
+        os.replace(partial, path)
+    finally:  # a failed write (e.g. a full disk) leaves no partial copy of the split behind
+        partial.unlink(missing_ok=True)
 
 
 def load(path: Path) -> dict[str, np.ndarray]:

@@ -1,6 +1,8 @@
 """Loading tfds splits as numpy arrays through ``array_record`` (no TensorFlow), cached as .npz."""
 
 import logging
+import zipfile
+import zlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,7 +30,8 @@ def load(
     from the IDX files in ``manual_dir`` (for Fashion-MNIST the Debian package's folder
     ``/usr/share/datasets/fashion-mnist`` is the default); any other name must already be
     prepared in ``data_dir`` in the ``array_record`` format. Nothing is ever downloaded. The
-    decoded split is cached in ``<prepared dir>/numpy/<split>.npz`` and read from there next time.
+    decoded split is cached in ``<prepared dir>/numpy/<split>.npz`` and read from there next time;
+    a cache that cannot be read or does not match the split is rebuilt, with a warning.
 
     Args:
       name: a tfds name such as ``"mnist"``, ``"imdb_reviews"`` or ``"my_set/config:1.0.0"``.
@@ -52,8 +55,8 @@ def load(
     data_dir = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
     builder = _builder(name, data_dir, manual_dir)
     cache = Path(builder.data_dir) / "numpy" / f"{quote(split, safe='')}.npz"
-    if cache.exists():
-        return _cache.load(cache)
+    if cache.exists() and (arrays := _cached(cache, builder, split)) is not None:
+        return arrays
     arrays = _read_split(builder, split)
     try:
         _cache.save(cache, arrays)
@@ -107,6 +110,30 @@ def _builder(name: str, data_dir: Path, manual_dir) -> tfds.core.DatasetBuilder:
             "or pass the data_dir that holds it."
         )
     return builder
+
+
+def _cached(cache: Path, builder, split: str) -> dict[str, np.ndarray] | None:
+    """The cached split, or None (with a warning naming the file) when it cannot be read or does
+    not hold the split's features and number of examples: the prepared dataset is the truth, so
+    a corrupt or stale cache (e.g. torn by a crash) is rebuilt rather than failing the run."""
+    try:
+        arrays = _cache.load(cache)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        logging.warning("Rebuilding %s: it cannot be read (%s).", cache, e)
+        return None
+    keys = sorted(dict(_flatten(builder.info.features.get_tensor_info())))
+    expected = builder.info.splits[split].num_examples
+    lengths = {key: len(value) for key, value in arrays.items()}
+    if sorted(arrays) != keys or set(lengths.values()) != {expected}:
+        logging.warning(
+            "Rebuilding %s: expected features %s of %d examples, found lengths %s.",
+            cache,
+            keys,
+            expected,
+            lengths,
+        )
+        return None
+    return arrays
 
 
 def _idx_folder(name: str, manual_dir) -> Path:

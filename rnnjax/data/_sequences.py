@@ -75,7 +75,7 @@ def bucket_batches(
           xs, xs_lengths = pad_batch([tokens[i] for i in index], pad_to_multiple=16)
     """
     lengths = np.asarray(lengths)
-    count = steps_per_epoch(len(lengths), batch_size, drop_remainder)
+    count = steps_per_epoch(lengths.shape[0] if lengths.ndim else 0, batch_size, drop_remainder)
     if lengths.ndim != 1 or count == 0 or pool < 1:
         raise ValueError(
             f"need lengths [N] giving at least one batch and pool >= 1, got lengths of shape "

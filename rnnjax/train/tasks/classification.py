@@ -53,8 +53,12 @@ def load_classification(data_config) -> tuple[dict, dict]:
     permute = data_config.get("permute", False)
     if permute and sequence != "pixels":
         raise ValueError("data.permute=True needs data.sequence='pixels', got 'rows'")
+    limits = {"train": data_config.train_limit, "test": data_config.test_limit}
+    for split, limit in limits.items():  # a negative limit would slice off the last examples
+        if limit < 0:
+            raise ValueError(f"data.{split}_limit must be >= 0 (0 keeps all), got {limit}")
     splits = []
-    for split, limit in (("train", data_config.train_limit), ("test", data_config.test_limit)):
+    for split, limit in limits.items():
         arrays = data.load(
             data_config.name,
             split,

@@ -26,6 +26,11 @@ def build(config) -> Task:
     """Windows of ``config.data`` (train and test from their own seeds) and the forecaster of
     ``config.model``; the report generates ``config.generate_steps`` values."""
     data = config.data
+    if data.seed == data.test_seed:  # the same draw: the test windows would be training ones
+        raise ValueError(
+            f"data.seed and data.test_seed must differ, got both {data.seed}: with one seed the "
+            "test windows are the first training windows"
+        )
     grid = {"t_min": data.t_min, "t_max": data.t_max, "resolution": data.resolution}
     train = series.windows(data.train_windows, data.n_steps, seed=data.seed, **grid)
     test_starts = series.window_starts(data.test_windows, data.n_steps, seed=data.test_seed, **grid)
