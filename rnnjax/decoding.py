@@ -126,7 +126,8 @@ def beam_search(
         t, carry, beams = loop
         last = jnp.where(t == 0, start_token, beams.tokens[:, :, jnp.maximum(t - 1, 0)])
         carry, logits = model.decode_step(params, carry, last.reshape(-1))
-        log_p = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(batch, k, -1)
+        log_p = jax.nn.log_softmax(logits.astype(jnp.float32))
+        log_p = log_p.reshape(batch, k, logits.shape[-1])  # sizes spelt out: B may be 0
         beams, parents = _extend(beams, log_p, t, end_token, length_penalty)
         rows = (jnp.arange(batch)[:, None] * k + parents).reshape(-1)
         return t + 1, jax.tree.map(lambda c: c[rows], carry), beams
@@ -159,7 +160,7 @@ def _extend(beams: _Beams, log_p, t, end_token: int, alpha: float):
 
     new = _Beams(
         tokens=from_parent(beams.tokens).at[:, :, t].set(words),
-        log_probs=jnp.take_along_axis(cand.reshape(batch, -1), picks, axis=1),
+        log_probs=jnp.take_along_axis(cand.reshape(batch, k * vocab), picks, axis=1),
         steps=from_parent(steps),
         done=from_parent(beams.done) | (words == end_token),
     )

@@ -75,6 +75,12 @@ def rnn(
     for name, rate in (("input_dropout", input_dropout), ("carry_dropout", carry_dropout)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {rate}")
+    for name in ("time_major", "return_sequences"):  # the layer's shapes are its own
+        if name in unroll_options:
+            raise ValueError(
+                f"rnn is batch-major, [B, T, D] -> [B, T, O] (use .last for [B, O]), so it "
+                f"takes no {name}, got {name}={unroll_options[name]!r}"
+            )
 
     def init(key, in_size):
         return cell.init(key, in_size), cell.output_size
@@ -267,7 +273,8 @@ def dropout(rate: float, *, variational: bool = False) -> Layer:
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         if key is None or rate == 0.0:
             return None, xs
-        shape = (xs.shape[0], 1, xs.shape[-1]) if variational else xs.shape
+        # one mask per example, shared along its time axis if it has one ([B, T, D])
+        shape = (xs.shape[0], *[1] * (xs.ndim - 2), xs.shape[-1]) if variational else xs.shape
         return None, xs * _dropout_mask(key, rate, shape)
 
     return Layer(init, apply)

@@ -70,13 +70,18 @@ class _Stochastic(_Params):
         """The key for the wrapped apply: None when deterministic, else a fresh stream key."""
         if self.deterministic if deterministic is None else deterministic:
             return None
-        rngs = self.rngs if rngs is None else rngs
-        if isinstance(rngs, nnx.Rngs):
-            return rngs["dropout"]()
-        if isinstance(rngs, nnx.RngStream):
-            return rngs()
-        if isinstance(rngs, jax.Array):
-            return rngs
+        source = self.rngs if rngs is None else rngs
+        if isinstance(source, nnx.Rngs):
+            return source["dropout"]()
+        if isinstance(source, nnx.RngStream):
+            return source()
+        if isinstance(source, jax.Array):
+            return source
+        if rngs is not None:
+            raise TypeError(
+                "rngs must be an nnx.Rngs, an nnx.RngStream or a key (jax.random.key), got "
+                f"{type(rngs).__name__}"
+            )
         raise ValueError(
             f"{type(self).__name__} is in train mode (deterministic=False) but has no dropout "
             "rngs: build it with nnx.Rngs(dropout=...), pass rngs= when calling, or call .eval()"

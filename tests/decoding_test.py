@@ -199,6 +199,14 @@ def test_tokens_outside_the_vocabulary_raise(random_model, decode):
             run(model, params, src, **tokens, max_length=3)
 
 
+def test_an_empty_batch_decodes_to_empty_outputs_as_greedy_does(random_model):
+    model, params, src = random_model
+    options = dict(start_token=START, end_token=END, max_length=4)
+    tokens, lengths = greedy(model, params, src[:0], **options)
+    got = beam_search(model, params, src[:0], beam_size=2, **options)
+    assert [a.shape for a in got] == [tokens.shape, lengths.shape, (0,)]
+
+
 def test_source_lengths_as_a_list(random_model):
     model, params, src = random_model
     options = dict(start_token=START, end_token=END, max_length=4)

@@ -188,6 +188,16 @@ def test_variational_dropout_mask_is_constant_over_time():
     assert np.all(zeros == zeros[:, :1])
 
 
+def test_variational_dropout_of_vectors_keeps_their_shape():
+    """On ``[B, D]`` (e.g. in a seq2vec head) there is no time axis to share a mask over: each
+    example gets its own, as plain dropout gives, and the shape stays ``[B, D]``."""
+    xs = jnp.ones((256, 32))
+    ys = rnnjax.dropout(0.3, variational=True).apply({}, xs, key=jax.random.key(1))[1]
+    assert ys.shape == xs.shape
+    assert set(np.unique(np.asarray(ys))) == {0.0, np.float32(1 / 0.7)}
+    assert abs(float(jnp.mean(ys == 0.0)) - 0.3) < 0.05
+
+
 @pytest.mark.parametrize("variational", [False, True])
 def test_inverted_dropout_keeps_the_expectation(variational):
     _, ys = rnnjax.dropout(0.3, variational=variational).apply(
@@ -315,6 +325,16 @@ def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
     for rates in ({"input_dropout": 1.0}, {"carry_dropout": -0.1}):
         with pytest.raises(ValueError, match="dropout"):
             rnnjax.rnn(cells.gru(H), **rates)
+
+
+@pytest.mark.parametrize("option", [{"time_major": True}, {"return_sequences": False}])
+def test_rnn_refuses_unroll_options_that_change_the_layers_shapes(option):
+    """A layer is ``[B, T, D] -> [B, T, O]`` (``last`` gives ``[B, O]``); ``time_major`` made
+    it ``[T, B, O]`` (and carry dropout fail on shapes), ``return_sequences`` was ignored."""
+    (name,) = option
+    for make in (rnnjax.rnn, rnnjax.bidirectional):
+        with pytest.raises(ValueError, match=f"batch-major.*takes no {name}"):
+            make(cells.gru(H), **option)
 
 
 @pytest.mark.parametrize("cell", [cells.min_gru(H), cells.lru(H)], ids=["min_gru", "lru"])

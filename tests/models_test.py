@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from gradcheck import check_grads
 
 import rnnjax
 from rnnjax import cells, decoding
@@ -50,6 +51,15 @@ def test_seq2vec_pools_valid_steps_like_numpy(pool):
     want = numpy_pool(np.asarray(ys), LENGTHS, pool)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(got[2], 0.0)  # the empty sequence
+
+
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+def test_seq2vec_pools_sequences_of_no_steps_to_zeros(pool):
+    """T = 0: every sequence is empty, so every pool gives zeros, as for one empty sequence."""
+    model = seq2vec(rnnjax.rnn(cells.gru(H)), identity, in_size=D, pool=pool)
+    xs = jnp.zeros((B, 0, D))
+    got = model.apply(model.init(jax.random.key(0)), xs, lengths=jnp.zeros((B,), jnp.int32))
+    np.testing.assert_array_equal(got, numpy_pool(np.zeros((B, 0, H)), [0] * B, pool))
 
 
 LAST_BODIES = {
@@ -188,6 +198,16 @@ def test_vec2seq_input_mode_feeds_the_vector_at_every_step():
     np.testing.assert_allclose(model.apply(params, vec), want, rtol=1e-6, atol=1e-6)
 
 
+def test_vec2seq_init_mode_in_float64_matches_central_differences():
+    """Under x64 a float64 vector makes float64 inputs, so the bridged carry is float64 too."""
+    model = vec2seq(cells.lstm(3), rnnjax.dense(2), in_size=D, length=3, mode="init")
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.key(0)))
+        vec = normal(1, (2, D)).astype(jnp.float64)
+        assert model.apply(params, vec).dtype == jnp.float64
+        check_grads(model.apply, (params, vec))
+
+
 def test_vec2seq_rejects_bad_mode_and_bad_vector():
     with pytest.raises(ValueError, match="mode"):
         vec2seq(cells.gru(H), identity, in_size=D, length=T, mode="every")
@@ -308,6 +328,25 @@ def test_bridge_errors_are_clear():
         small(rnnjax.rnn(cells.gru(H)), cells.lstm(H), bridge="identity").init(jax.random.key(0))
     with pytest.raises(ValueError, match="final carry is empty"):
         small(rnnjax.serial(rnnjax.dense(H)), cells.gru(H)).init(jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    "bridge, attention", [("auto", "none"), ("dense", "luong")], ids=["identity", "dense_luong"]
+)
+def test_encoder_decoder_in_float64_matches_central_differences(bridge, attention):
+    """Under x64 with float64 params the embeddings, hence the decoder's inputs and carry, are
+    float64: the bridge must hand the decoder a float64 carry (and "auto" stay identity)."""
+    model = small(rnnjax.rnn(cells.gru(3)), cells.gru(3), bridge=bridge, attention=attention)
+    params = model.init(jax.random.key(0))
+    src, tgt = tokens(1, (2, 3), SRC_V), tokens(2, (2, 2), TGT_V)
+
+    def logits(params):
+        return model.apply(params, src, tgt, src_lengths=jnp.array([3, 2]))
+
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        assert logits(params64).dtype == jnp.float64
+        check_grads(logits, (params64,))
 
 
 def test_decode_step_loop_equals_teacher_forcing():

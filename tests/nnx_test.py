@@ -97,6 +97,13 @@ def test_train_mode_without_a_dropout_stream_is_a_clear_error():
     np.testing.assert_array_equal(layer(_xs(), deterministic=True), _xs())
 
 
+def test_call_time_rngs_of_another_type_are_named():
+    """``rngs=0`` is not "no dropout rngs": the error names what it takes and what came."""
+    layer = rnx.Layer(rnnjax.dropout(0.5), D, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match=r"rngs must be an nnx.Rngs, .* or a key .*, got int"):
+        layer(_xs(), rngs=0)
+
+
 def test_nnx_jit_matches_eager_and_advances_the_dropout_stream():
     model = rnx.Model(_dropout_model(), rngs=nnx.Rngs(0))
     xs = _xs()

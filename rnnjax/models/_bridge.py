@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from rnnjax.cells import Cell
 from rnnjax.layers import dense
+from rnnjax.unroll import unroll
 
 
 def bridge_init(key, in_size: int, carry) -> dict:
@@ -48,6 +49,12 @@ def is_identity(bridge: str, enc, dec) -> bool:
     return same
 
 
+def pass_on(enc, dec):
+    """The encoder's final carry ``enc`` in the structure and dtypes of the decoder's ``dec``."""
+    leaves = zip(jax.tree.leaves(enc), jax.tree.leaves(dec), strict=True)
+    return jax.tree.unflatten(jax.tree.structure(dec), [a.astype(d.dtype) for a, d in leaves])
+
+
 def _squeeze(carry):
     """Drops stateless layers' ``None`` carries from plain tuples and unwraps 1-tuples."""
     if type(carry) is tuple:
@@ -57,8 +64,9 @@ def _squeeze(carry):
 
 
 def _signature(carry):
+    """Structure and per-example shapes: dtypes differ only by a cast (float64 under x64)."""
     leaves = jax.tree.leaves(carry)
-    return jax.tree.structure(_squeeze(carry)), [(a.shape[1:], a.dtype) for a in leaves]
+    return jax.tree.structure(_squeeze(carry)), [a.shape[1:] for a in leaves]
 
 
 def _shapes(carry):
@@ -69,5 +77,15 @@ def flat_size(carry) -> int:
     return sum(math.prod(a.shape[1:]) for a in jax.tree.leaves(carry))
 
 
-def carry_shape(cell: Cell, params, batch_shape):
-    return jax.eval_shape(lambda p: cell.initial_carry(p, batch_shape), params)
+def flatten(carry) -> jax.Array:
+    """Every leaf of ``carry`` (``[B, ...]``) flattened and concatenated: ``[B, flat_size]``
+    (sizes spelt out, since ``reshape(B, -1)`` cannot infer them when B = 0)."""
+    leaves = jax.tree.leaves(carry)
+    return jnp.concatenate([a.reshape(a.shape[0], math.prod(a.shape[1:])) for a in leaves], -1)
+
+
+def carry_shape(cell: Cell, params, batch: int, inputs_dtype=jnp.float32):
+    """Shapes and dtypes of the carry ``unroll`` starts ``cell`` from on inputs of
+    ``inputs_dtype``: float64 inputs (x64) make a float64 carry, which a bridge must match."""
+    xs = jax.ShapeDtypeStruct((batch, 1, cell.input_size(params)), inputs_dtype)
+    return jax.eval_shape(lambda p, xs: unroll(cell, p, xs)[0], params, xs)

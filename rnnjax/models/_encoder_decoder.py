@@ -11,7 +11,15 @@ from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
 from rnnjax.models._attention import AttentionCarry, attention_init, attention_weights, scores
-from rnnjax.models._bridge import bridge_apply, bridge_init, carry_shape, flat_size, is_identity
+from rnnjax.models._bridge import (
+    bridge_apply,
+    bridge_init,
+    carry_shape,
+    flat_size,
+    flatten,
+    is_identity,
+    pass_on,
+)
 from rnnjax.models._shapes import checked_lengths, valid_mask, zero_past
 from rnnjax.unroll import unroll
 
@@ -116,7 +124,7 @@ def encoder_decoder(
             )
         fake_src = jax.ShapeDtypeStruct((1, 1, src_size), jnp.float32)
         enc = jax.eval_shape(lambda p, x: encoder.apply(p, x)[0], params["encoder"], fake_src)
-        dec = carry_shape(decoder_cell, params["decoder"], (1,))
+        dec = carry_shape(decoder_cell, params["decoder"], 1)
         if not is_identity(bridge, enc, dec):
             params["bridge"] = bridge_init(kb, flat_size(enc), dec)
         return params
@@ -128,12 +136,11 @@ def encoder_decoder(
         # without attention the encoder's outputs are not read: keep only the last one
         run = encoder.last if not attends and encoder.last is not None else encoder.apply
         enc, memory = run(params["encoder"], xs, lengths=src_lengths, key=ke)
-        dec = carry_shape(decoder_cell, params["decoder"], (xs.shape[0],))
+        dec = carry_shape(decoder_cell, params["decoder"], xs.shape[0], target_dtype(params))
         if is_identity(bridge, enc, dec):
-            carry = jax.tree.unflatten(jax.tree.structure(dec), jax.tree.leaves(enc))
+            carry = pass_on(enc, dec)
         else:
-            flat = jnp.concatenate([a.reshape(a.shape[0], -1) for a in jax.tree.leaves(enc)], -1)
-            carry = bridge_apply(params["bridge"], flat, dec)
+            carry = bridge_apply(params["bridge"], flatten(enc), dec)
         if not attends:
             return carry
         batch, time = memory.shape[:2]
@@ -146,6 +153,12 @@ def encoder_decoder(
             mask=valid_mask(lengths, time),
             weights=jnp.zeros((batch, time), memory.dtype),
         )
+
+    def target_dtype(params):
+        """The dtype of the embedded targets, the decoder's inputs (float64 under x64 with
+        float64 params), which its carry follows."""
+        tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+        return jax.eval_shape(tgt_embed.apply, params["tgt_embed"], tokens)[1].dtype
 
     def step(params, carry, x):
         """One decoder step on an embedded target token ``x [B, E]``: ``(carry, output)``."""

@@ -139,7 +139,7 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
         params = {"cell": cell.init(kc, step_size)}
         params["head"], _ = head.init(kh, cell.output_size)
         if mode == "init":
-            params["bridge"] = bridge_init(kb, in_size, carry_shape(cell, params["cell"], (1,)))
+            params["bridge"] = bridge_init(kb, in_size, carry_shape(cell, params["cell"], 1))
         return params
 
     def apply(params, vec, *, lengths=None, key=None):
@@ -151,7 +151,8 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
             xs, carry = jnp.broadcast_to(vec[:, None], (batch, length, in_size)), None
         else:
             xs = jnp.zeros((batch, length, 1), vec.dtype)
-            carry = bridge_apply(params["bridge"], vec, carry_shape(cell, params["cell"], (batch,)))
+            shape = carry_shape(cell, params["cell"], batch, xs.dtype)
+            carry = bridge_apply(params["bridge"], vec, shape)
         _, ys = unroll(cell, params["cell"], xs, carry, lengths=lengths)
         _, out = head.apply(params["head"], ys, lengths=lengths, key=key)
         return zero_past(out, lengths)
@@ -180,5 +181,5 @@ def pool_steps(ys: jax.Array, lengths: jax.Array | None, pool: str) -> jax.Array
     mask = valid_mask(lengths, time)[..., None]
     if pool == "mean":
         return jnp.sum(jnp.where(mask, ys, 0.0), axis=1) / jnp.maximum(lengths, 1)[:, None]
-    best = jnp.max(jnp.where(mask, ys, -jnp.inf), axis=1)
+    best = jnp.max(jnp.where(mask, ys, -jnp.inf), axis=1, initial=-jnp.inf)  # T = 0 too
     return jnp.where((lengths > 0)[:, None], best, 0.0)
