@@ -24,6 +24,11 @@ _DETECT = flags.DEFINE_bool(
     "detect_cluster", False, "Let JAX detect the processes (Cloud TPU, SLURM, Open MPI, GKE)."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator(  # `--workdir=$RUN` with RUN unset would train into the current directory
+    "workdir",
+    lambda path: path is None or bool(path.strip()),
+    "--workdir must name a directory, got an empty path",
+)
 
 
 def main(argv):

@@ -43,3 +43,28 @@ def test_unknown_cell_and_schedule_are_named():
     config = ml_collections.ConfigDict({"lr_schedule": "step", "learning_rate": 1e-3})
     with pytest.raises(ValueError, match="lr_schedule must be 'constant' or 'cosine'"):
         builders.optimizer(config)
+
+
+@pytest.mark.parametrize(("key", "value"), [("learning_rate", -1e-3), ("grad_clip_norm", -1.0)])
+def test_a_rate_or_clip_norm_that_would_climb_the_loss_is_refused(key, value):
+    """Adam at a negative rate, or clipping to a negative norm (which flips every gradient),
+    would step uphill without an error."""
+    config = ml_collections.ConfigDict({"learning_rate": 1e-3, "grad_clip_norm": 1.0})
+    config[key] = value
+    with pytest.raises(ValueError, match=rf"{key} must be .*got {value}"):
+        builders.optimizer(config)
+
+
+def test_cosine_schedule_decays_over_every_step_of_the_run():
+    """With a constant gradient of 1 Adam's step is the learning rate (to its epsilon), so the
+    updates read off the schedule: lr * (1 + cos(pi * t / N)) / 2 over N = epochs * steps."""
+    config = ml_collections.ConfigDict(
+        {"learning_rate": 0.1, "lr_schedule": "cosine", "num_epochs": 3, "grad_clip_norm": 0.0}
+    )
+    tx = builders.optimizer(config, steps_per_epoch=4)
+    params = {"w": np.zeros(2, np.float32)}
+    state, update = tx.init(params), jax.jit(tx.update)
+    for t in range(14):
+        updates, state = update({"w": np.ones(2, np.float32)}, state, params)
+        expected = 0.1 * (1 + np.cos(np.pi * min(t, 12) / 12)) / 2
+        np.testing.assert_allclose(-updates["w"], expected, rtol=1e-5, atol=1e-7)

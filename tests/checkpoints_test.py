@@ -112,6 +112,19 @@ def test_round_trip_is_bitwise_with_namedtuples(tmp_path):
     assert metadata == {"epoch": 1, "step": 5}
 
 
+def test_a_relative_directory_saves_and_restores_from_anywhere(tmp_path, monkeypatch):
+    """The README's commands pass relative workdirs; orbax's tensorstore needs absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    with Checkpoints("runs/checkpoints") as ckpts:
+        assert ckpts.save(_state(3), {"epoch": 1}, force=True)
+        assert ckpts.steps() == [3]
+    monkeypatch.chdir(tmp_path / "runs")
+    with Checkpoints("checkpoints", read_only=True) as ckpts:
+        restored, metadata = ckpts.restore(_state(0))
+    _assert_bitwise(restored, _state(3))
+    assert metadata == {"epoch": 1, "step": 3}
+
+
 def test_metadata_round_trip(tmp_path):
     config = {"lr": 1e-3, "layers": [128, 64], "cell": "lstm", "clip": None}
     metadata = {"epoch": 3, "config": config, "sums": {"loss": 1.5, "accuracy": 0.25}}

@@ -45,6 +45,15 @@ def test_evaluation_reproduces_the_runs_last_test_metrics(workdir):
     assert (workdir / CONFUSION_FILE).stat().st_size > 0
 
 
+def test_a_relative_workdir_is_evaluated(workdir, monkeypatch):
+    """As the README's ``--workdir=runs/mnist``: orbax needs absolute paths underneath."""
+    monkeypatch.chdir(workdir.parent)
+    result = evaluate_workdir(workdir.name)
+    last = read_metrics(workdir / "metrics.jsonl")[-1]
+    assert result["step"] == last["step"]
+    assert result["test_accuracy"] == pytest.approx(last["test_accuracy"], abs=1e-6)
+
+
 def test_the_command_prints_metrics(workdir):
     done = subprocess.run(
         [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"],

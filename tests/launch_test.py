@@ -84,6 +84,21 @@ def test_an_unknown_key_fails_at_once_listing_the_valid_keys(tmp_path):
     assert time.monotonic() - start < 120
 
 
+def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, tiny_idx):
+    """``--workdir=$RUN`` with RUN unset: the run must not fill the current directory."""
+    env = os.environ | {"JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "experiments.main", f"--config={CONFIG}", "--workdir="]
+    command += [f"--config.data.manual_dir={tiny_idx}", f"--config.data.data_dir={tmp_path}/tfds"]
+    (tmp_path / "cwd").mkdir()
+    done = subprocess.run(
+        command, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "--workdir must name a directory, got an empty path" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["cwd"]  # no data prepared either
+    assert not list((tmp_path / "cwd").iterdir())
+
+
 def test_unknown_overrides_checks_every_form_of_flag():
     config = f"--config={CONFIG}"
     assert launch.unknown_overrides([config, "--config.seed=1", "--config.data.name", "x"]) is None

@@ -316,6 +316,36 @@ def test_a_zero_step_cadence_is_named_before_anything_runs(dirs, tmp_path, key):
 @pytest.mark.parametrize(
     ("changes", "named"),
     [
+        ({"keep_checkpoints": 1}, "config.keep_checkpoints must be >= 2"),
+        ({"num_epochs": 0}, "config.num_epochs must be >= 1"),
+        ({"batch_size": 0}, "config.batch_size must be >= 1"),
+        ({"lr_schedule": "step"}, "lr_schedule must be 'constant' or 'cosine', got 'step'"),
+        ({"learning_rate": -0.01}, "learning_rate must be >= 0, got -0.01"),
+        ({"grad_clip_norm": -1.0}, "grad_clip_norm must be >= 0, got -1.0"),
+        ({"mesh.data": 1000}, "mesh.data must be"),
+    ],
+)
+def test_bad_settings_are_named_before_data_is_loaded_or_anything_written(
+    dirs, reference, tmp_path, monkeypatch, changes, named
+):
+    """Also in a workdir that holds a run: a refused rerun must leave its config.json as it
+    was (a saved num_epochs=0 broke ``evaluate_workdir``)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    saved = (workdir / "config.json").read_bytes()
+    monkeypatch.setattr(loop.tasks, "build", lambda config: pytest.fail("data was loaded"))
+    config = launch.load_config(str(CONFIG), _overrides(dirs, **changes))
+    with pytest.raises(ValueError, match=re.escape(named)):
+        train_and_evaluate(config, workdir)
+    assert (workdir / "config.json").read_bytes() == saved
+    with pytest.raises(ValueError, match=re.escape(named)):
+        train_and_evaluate(config, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
         ({"learning_rate": 0.01}, ["learning_rate: 0.001 → 0.01"]),
         ({"batch_size": 12, "seed": 1}, ["batch_size: 10 → 12", "seed: 0 → 1"]),
     ],

@@ -3,6 +3,7 @@
 import json
 import logging
 import struct
+import time
 
 import pytest
 
@@ -57,3 +58,18 @@ def test_an_unparseable_line_before_the_last_names_the_file_and_line(tmp_path):
     _write_lines(path, '{"step": 6}', "", '{"step": 12', '{"step": 18}')
     with pytest.raises(ValueError, match=r"metrics\.jsonl, line 3: expected a JSON record"):
         read_metrics(path)
+
+
+def test_a_resume_within_the_same_second_keeps_the_earlier_events(tmp_path, monkeypatch):
+    """tensorboardX names event files by the second and opens them with "wb": a second writer
+    in the same second (a quick in-process rerun) truncated the first one's events."""
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)
+    first = MetricsWriter(tmp_path)
+    first.write({"step": 6, "epoch": 1, "train_loss": 0.5})
+    first.close()
+    second = MetricsWriter(tmp_path, resume_step=6)
+    second.write({"step": 12, "epoch": 2, "train_loss": 0.25})
+    second.close()
+    scalars = _scalars_on_disk(tmp_path / "tensorboard")
+    assert scalars == {("train_loss", 6): 0.5, ("train_loss", 12): 0.25}

@@ -9,7 +9,7 @@ import pytest
 
 import rnnjax
 from rnnjax.train import builders, distributed
-from rnnjax.train.losses import softmax_xent
+from rnnjax.train.losses import mse, softmax_xent
 from rnnjax.train.state import init_state
 from rnnjax.train.steps import make_eval_step, make_train_step
 
@@ -137,3 +137,27 @@ def test_train_step_reports_the_unclipped_grad_norm_and_takes_the_clipped_step()
     old, new = jax.tree.leaves(_copy(state.params)), jax.tree.leaves(_copy(new.params))
     change = np.sqrt(sum(np.sum(np.square(n - o)) for n, o in zip(new, old, strict=True)))
     np.testing.assert_allclose(change, 1e-3, rtol=1e-3)
+
+
+def test_mse_equals_numpy_and_refuses_targets_of_another_shape():
+    rng = np.random.default_rng(0)
+    predictions, targets = rng.normal(size=(2, 4, 5, 1)).astype(np.float32)
+    loss, metrics = mse(predictions, {"targets": targets})
+    per_example = np.mean(np.square(predictions - targets).reshape(4, -1), axis=1)
+    np.testing.assert_allclose(metrics["loss"], per_example, rtol=1e-6)
+    np.testing.assert_allclose(loss, per_example.mean(), rtol=1e-6)
+    # [B, 1] predictions against [B] targets would broadcast to [B, B]: a wrong loss, silently.
+    with pytest.raises(ValueError, match=r"predictions. shape \(4, 1\), got \(4,\)"):
+        mse(predictions[:, 0], {"targets": targets[:, 0, 0]})
+
+
+def test_softmax_xent_equals_numpy_and_names_labels_of_the_wrong_shape():
+    logits = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 1, 0, 2], np.int32)
+    loss, metrics = softmax_xent(logits, {"labels": labels})
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(metrics["loss"], -log_probs[np.arange(6), labels], rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], logits.argmax(-1) == labels)
+    np.testing.assert_allclose(loss, np.mean(-log_probs[np.arange(6), labels]), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"labels must be .*\(6,\).* got .*\(6, 1\)"):
+        softmax_xent(logits, {"labels": labels[:, None]})

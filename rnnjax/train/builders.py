@@ -71,7 +71,13 @@ def recurrent_body(model_config) -> layers.Layer:
 
 def optimizer(config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
     """Adam at ``learning_rate`` (constant, or cosine-decayed to 0 over the run with
-    ``lr_schedule="cosine"``), after clipping by global norm when ``grad_clip_norm`` > 0."""
+    ``lr_schedule="cosine"``), after clipping by global norm when ``grad_clip_norm`` > 0.
+
+    A negative ``learning_rate`` or ``grad_clip_norm`` (clipping to it flips every gradient)
+    would step up the loss without an error, so both raise ``ValueError``."""
+    for key in ("learning_rate", "grad_clip_norm"):
+        if not config.get(key, 0) >= 0:  # NaN too
+            raise ValueError(f"{key} must be >= 0, got {config.get(key)!r}")
     schedule = config.get("lr_schedule", "constant")
     if schedule == "constant":
         rate = config.learning_rate

@@ -53,7 +53,8 @@ class Checkpoints:
     """Saves train states every N steps (and when forced), keeps the newest ``keep``.
 
     Args:
-      directory: where the step directories go (created when missing).
+      directory: where the step directories go (created when missing); a relative path is
+        taken from the current directory.
       keep: how many complete checkpoints to keep, at least 2 (see the module docstring).
       save_every_steps: ``save`` writes when ``step % save_every_steps == 0``; ``None`` saves
         only when forced.
@@ -76,7 +77,7 @@ class Checkpoints:
             )
         if save_every_steps is not None and save_every_steps < 1:
             raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
-        self.directory = epath.Path(directory)
+        self.directory = _absolute(directory)
         self.keep, self.save_every_steps = keep, save_every_steps
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
@@ -205,6 +206,14 @@ class Checkpoints:
             logging.warning("Moved damaged checkpoint step %d to %s", step, destination)
         distributed.sync(f"moved aside damaged step {step}")
         self._manager.reload()
+
+
+def _absolute(directory) -> epath.Path:
+    """``directory`` made absolute when it is local: orbax's tensorstore refuses relative paths
+    (a relative workdir failed at the first save); a URL (``gs://...``) stays as it is."""
+    if "://" in str(directory):
+        return epath.Path(directory)
+    return epath.Path(directory).absolute()
 
 
 def _abstract(template):

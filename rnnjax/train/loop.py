@@ -71,7 +71,9 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
       The evaluation records of the whole run (as in ``metrics.jsonl``).
     """
     workdir = Path(workdir)
-    _check_cadence(config)
+    _check_settings(config)
+    mesh = distributed.make_mesh(config.mesh.data)
+    distributed.check_batch_size(config.batch_size, mesh.size)
     _check_resumable(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
@@ -87,9 +89,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
             "from other files is reused as it is)"
         )
     tx = builders.optimizer(config, spe)
-    state, layout = _initial_state(config, task, tx)
+    state, layout = _initial_state(config, task, tx, mesh)
     if jax.process_index() == 0:
-        mesh = layout.mesh
         print(
             f"training on {mesh.size} {mesh.devices.flat[0].platform} device(s), "
             f"{config.batch_size // mesh.size} rows of each batch per device",
@@ -118,11 +119,22 @@ def _report(task, state, records, workdir: Path):
         task.report(jax.device_get(state.params), workdir)
 
 
-def _check_cadence(config):
-    """Fails fast (before loading data) on a step cadence that the loop would divide by."""
-    for key in ("log_every_steps", "checkpoint_every_steps"):
-        if config[key] < 1:
-            raise ValueError(f"config.{key} must be >= 1 (steps), got {config[key]!r}")
+_LEAST = {  # key: (smallest value, why)
+    "num_epochs": (1, "epochs"),
+    "batch_size": (1, "examples"),
+    "log_every_steps": (1, "steps"),
+    "checkpoint_every_steps": (1, "steps"),
+    "keep_checkpoints": (2, "so a damaged newest checkpoint has a fallback"),
+}
+
+
+def _check_settings(config):
+    """Fails fast, before loading data or writing anything (a refused rerun must not replace
+    the workdir's config.json), on loop and optimizer settings that the run cannot use."""
+    for key, (least, why) in _LEAST.items():
+        if config[key] < least:
+            raise ValueError(f"config.{key} must be >= {least} ({why}), got {config[key]!r}")
+    builders.optimizer(config)  # raises on a bad learning_rate, lr_schedule or grad_clip_norm
 
 
 def _check_resumable(config, workdir: Path):
@@ -157,10 +169,8 @@ def _shown(flat: dict, key: str) -> str:
     return repr(flat[key]) if key in flat else "(absent)"
 
 
-def _initial_state(config, task, tx):
-    """The freshly initialised train state on ``config.mesh``, and its ``Layout``."""
-    mesh = distributed.make_mesh(config.mesh.data)
-    distributed.check_batch_size(config.batch_size, mesh.size)
+def _initial_state(config, task, tx, mesh):
+    """The freshly initialised train state on ``mesh``, and its ``Layout``."""
     init = functools.partial(init_state, task.model, tx, jax.random.key(config.seed))
     return distributed.sharded_state(init, mesh, fsdp=config.mesh.fsdp)
 

@@ -10,13 +10,27 @@ import optax
 def softmax_xent(logits, batch):
     """Softmax cross-entropy on integer ``batch["labels"] [B]``, with per-example accuracy."""
     labels = batch["labels"]
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels must be {logits.shape[:-1]} (logits {logits.shape} without the class "
+            f"axis), got {labels.shape}"
+        )
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return jnp.mean(losses), {"loss": losses, "accuracy": correct}
 
 
 def mse(predictions, batch):
-    """Mean squared error against ``batch["targets"]``, averaged over every non-batch axis."""
-    errors = jnp.square(predictions - batch["targets"])
+    """Mean squared error against ``batch["targets"]``, averaged over every non-batch axis.
+
+    The shapes must be equal: ``[B, 1]`` predictions against ``[B]`` targets would broadcast to
+    ``[B, B]`` errors, a wrong loss without an error.
+    """
+    targets = batch["targets"]
+    if targets.shape != predictions.shape:
+        raise ValueError(
+            f"targets must have the predictions' shape {predictions.shape}, got {targets.shape}"
+        )
+    errors = jnp.square(predictions - targets)
     per_example = jnp.mean(errors.reshape(errors.shape[0], -1), axis=-1)
     return jnp.mean(per_example), {"loss": per_example}

@@ -50,12 +50,15 @@ class _EventFile:
     tensorboardX's ``SummaryWriter`` queues events for a thread that writes them to the file
     only every ``flush_secs`` (its ``flush()`` does not empty the queue), so a kill lost up to two
     minutes of them. This writes each event in the calling thread, then flushes and fsyncs.
+
+    tensorboardX names the file by the second and opens it with "wb", so a second writer in
+    the same second (a quick rerun) emptied the first's file: a nanosecond suffix keeps each.
     """
 
     def __init__(self, logdir: Path):
         events_writer, self._event, self._scalar = _tensorboardx()
         logdir.mkdir(parents=True, exist_ok=True)
-        self._writer = events_writer(str(logdir / "events"))
+        self._writer = events_writer(str(logdir / "events"), f".{time.time_ns()}")
 
     def write_scalars(self, scalars: dict, step: int) -> None:
         wall_time = time.time()
