@@ -44,6 +44,8 @@ def prefetching_scan(step, carry, scanned, reverse: bool, unroll, prefetch: bool
 
 def at_last_step(ys: jax.Array, lengths: jax.Array | None, time_axis: int) -> jax.Array:
     """Each sequence's entry of ``ys`` at its last valid step (zeros for empty sequences)."""
+    if ys.shape[time_axis] == 0:  # no step at all: every sequence is empty
+        return jnp.zeros(ys.shape[:time_axis] + ys.shape[time_axis + 1 :], ys.dtype)
     if lengths is None:
         return jnp.take(ys, -1, axis=time_axis)
     index = jnp.maximum(lengths - 1, 0)

@@ -53,12 +53,22 @@ def test_seq2vec_pools_valid_steps_like_numpy(pool):
     np.testing.assert_array_equal(got[2], 0.0)  # the empty sequence
 
 
+EMPTY_BODIES = {  # an rnn's own `last`, a residual's, and a body without `last` (pooled after)
+    "rnn": lambda: rnnjax.rnn(cells.gru(H)),
+    "residual": lambda: rnnjax.serial(rnnjax.dense(H), rnnjax.residual(rnnjax.rnn(cells.gru(H)))),
+    "ends_in_dense": lambda: rnnjax.serial(rnnjax.rnn(cells.gru(H)), rnnjax.dense(H)),
+}
+
+
+@pytest.mark.parametrize("body", EMPTY_BODIES)
+@pytest.mark.parametrize("lengths", [None, "zeros"])
 @pytest.mark.parametrize("pool", ["last", "mean", "max"])
-def test_seq2vec_pools_sequences_of_no_steps_to_zeros(pool):
+def test_seq2vec_pools_sequences_of_no_steps_to_zeros(pool, lengths, body):
     """T = 0: every sequence is empty, so every pool gives zeros, as for one empty sequence."""
-    model = seq2vec(rnnjax.rnn(cells.gru(H)), identity, in_size=D, pool=pool)
+    model = seq2vec(EMPTY_BODIES[body](), identity, in_size=D, pool=pool)
     xs = jnp.zeros((B, 0, D))
-    got = model.apply(model.init(jax.random.key(0)), xs, lengths=jnp.zeros((B,), jnp.int32))
+    lengths = None if lengths is None else jnp.zeros((B,), jnp.int32)
+    got = model.apply(model.init(jax.random.key(0)), xs, lengths=lengths)
     np.testing.assert_array_equal(got, numpy_pool(np.zeros((B, 0, H)), [0] * B, pool))
 
 
