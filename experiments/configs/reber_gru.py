@@ -12,7 +12,9 @@ Expected: validation (test) accuracy 1.0, as in the book's solution (10,000 trai
 validation strings, GRU 30, 20 epochs; it uses an embedding of size 5 and SGD with Nesterov
 momentum, here one-hot inputs and Adam).
 Measured (2-core CPU, shared): test accuracy 1.0 from epoch 7 to 20 (0.985 after 5); about 3 s
-an epoch, 61 s in all.
+an epoch, 61 s in all. As in the book, test strings are drawn independently of the training
+ones, so 77% of them (94% of the valid ones, 60% of the corrupted) also occur among the training
+strings; on 4,658 fresh strings absent from training the trained model scored 0.998.
 """
 
 import ml_collections
