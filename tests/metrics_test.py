@@ -73,3 +73,20 @@ def test_a_resume_within_the_same_second_keeps_the_earlier_events(tmp_path, monk
     second.close()
     scalars = _scalars_on_disk(tmp_path / "tensorboard")
     assert scalars == {("train_loss", 6): 0.5, ("train_loss", 12): 0.25}
+
+
+def test_tensorboard_shows_a_resumed_run_without_the_abandoned_steps(tmp_path):
+    """A run logged steps 6 and 12, was killed before its step-12 checkpoint and resumed from
+    step 6: TensorBoard (its own reader) must show the resumed step 12, not both."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    first = MetricsWriter(tmp_path)
+    first.write({"step": 6, "epoch": 1, "train_loss": 0.5})
+    first.write({"step": 12, "epoch": 2, "train_loss": 0.4})
+    first.close()
+    resumed = MetricsWriter(tmp_path, resume_step=6)
+    resumed.write({"step": 12, "epoch": 2, "train_loss": 0.3})
+    resumed.close()
+    board = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    shown = [(e.step, e.value) for e in board.Scalars("train_loss")]
+    assert shown == [(6, 0.5), (12, pytest.approx(0.3))]

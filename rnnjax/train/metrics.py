@@ -20,14 +20,15 @@ class MetricsWriter:
     to TensorBoard event files in ``DIR/tensorboard``.
 
     On a resume, records after the resumed step are dropped from ``metrics.jsonl`` first,
-    so a run killed after writing an evaluation but before its checkpoint does not repeat it.
+    so a run killed after writing an evaluation but before its checkpoint does not repeat it;
+    TensorBoard is told to drop the same steps of the earlier event files.
     """
 
     def __init__(self, workdir: str | Path, *, resume_step: int = 0):
         self.path = Path(workdir) / METRICS_FILE
         kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
         write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.tensorboard = _EventFile(Path(workdir) / "tensorboard")
+        self.tensorboard = _EventFile(Path(workdir) / "tensorboard", resume_step)
 
     def write(self, record: dict) -> None:
         """Appends ``record``; it is in both files when this returns (a kill loses nothing)."""
@@ -53,12 +54,20 @@ class _EventFile:
 
     tensorboardX names the file by the second and opens it with "wb", so a second writer in
     the same second (a quick rerun) emptied the first's file: a nanosecond suffix keeps each.
+
+    The file starts with a "session start" at ``resume_step + 1``: TensorBoard then drops the
+    earlier files' events from that step on (its purge of orphaned data, as tensorboardX's
+    ``purge_step``), so steps a killed run logged past its last checkpoint are not shown twice.
     """
 
-    def __init__(self, logdir: Path):
-        events_writer, self._event, self._scalar = _tensorboardx()
+    def __init__(self, logdir: Path, resume_step: int):
+        events_writer, self._event, self._scalar, session_log = _tensorboardx()
         logdir.mkdir(parents=True, exist_ok=True)
         self._writer = events_writer(str(logdir / "events"), f".{time.time_ns()}")
+        start = session_log(status=session_log.START)
+        event = self._event(wall_time=time.time(), step=resume_step + 1, session_log=start)
+        self._writer.write_event(event)
+        self._writer.flush()
 
     def write_scalars(self, scalars: dict, step: int) -> None:
         wall_time = time.time()
@@ -72,8 +81,8 @@ class _EventFile:
 
 
 def _tensorboardx():
-    """tensorboardX's synchronous ``EventsWriter``, its ``Event`` proto and ``summary.scalar``,
-    imported without torch.
+    """tensorboardX's synchronous ``EventsWriter``, its ``Event`` proto, ``summary.scalar`` and
+    the ``SessionLog`` proto, imported without torch.
 
     tensorboardX imports torch, when it is installed, only to accept torch tensors: seconds of
     start-up for every run and resume. We log Python floats, so while tensorboardX is imported
@@ -84,12 +93,12 @@ def _tensorboardx():
         sys.modules["torch"] = None  # makes `import torch` raise ImportError
     try:
         from tensorboardX.event_file_writer import EventsWriter
-        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
         from tensorboardX.summary import scalar
     finally:
         if hide_torch:
             del sys.modules["torch"]
-    return EventsWriter, Event, scalar
+    return EventsWriter, Event, scalar, SessionLog
 
 
 def write_atomically(path: Path, text: str) -> None:
