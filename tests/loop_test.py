@@ -401,3 +401,17 @@ def test_a_signal_during_the_end_of_run_report_waits_for_it(
     assert [r["step"] for r in records] == [6, 12, 18]
     assert (workdir / "learning_curves.png").is_file()
     assert "after training had finished" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"model.cell": "tcn"}, "tcn"), ({"model.pool": "first"}, "first")],
+)
+def test_a_bad_model_setting_fails_before_anything_is_written(
+    dirs, reference, tmp_path, changes, named
+):
+    """Model settings are checked where the task builds its model, before any file is written."""
+    config = launch.load_config(str(CONFIG), _overrides(dirs, **changes))
+    with pytest.raises(ValueError, match=named):
+        train_and_evaluate(config, tmp_path / "new")
+    assert not (tmp_path / "new").exists()

@@ -75,11 +75,8 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     mesh = distributed.make_mesh(config.mesh.data)
     distributed.check_batch_size(config.batch_size, mesh.size)
     _check_resumable(config, workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
     with distributed.primary_first("load the data"):  # a dataset is prepared once
-        task = tasks.build(config)
+        task = tasks.build(config)  # a bad model or data setting fails before anything is written
     examples = len(next(iter(task.train.values())))
     spe = data.steps_per_epoch(examples, config.batch_size)
     if spe == 0:
@@ -88,6 +85,9 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
             f"{config.batch_size}: lower batch_size, or check the data (a data_dir prepared "
             "from other files is reused as it is)"
         )
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        write_atomically(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2))
     tx = builders.optimizer(config, spe)
     state, layout = _initial_state(config, task, tx, mesh)
     if jax.process_index() == 0:
