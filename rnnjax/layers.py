@@ -133,7 +133,7 @@ def bidirectional(
         return {"forward": pf, "backward": pb}, of + ob if merge == "concat" else of
 
     def run(params, xs, carry, lengths, key, last_only):
-        cf, cb = (None, None) if carry is None else carry
+        cf, cb = (None, None) if carry is None else _carries(carry, 2, " (forward, backward)")
         kf, kb = (None, None) if key is None else jax.random.split(key)
         runs = (forward.last, backward.last) if last_only else (forward.apply, backward.apply)
         cf, yf = runs[0](params["forward"], xs, cf, lengths=lengths, key=kf)
@@ -169,9 +169,7 @@ def serial(*layers: Layer) -> Layer:
         return params, size
 
     def run(params, xs, carry, lengths, key, last_only):
-        carries = (None,) * len(layers) if carry is None else carry
-        if len(carries) != len(layers):
-            raise ValueError(f"carry must be a tuple of {len(layers)} carries, got {len(carries)}")
+        carries = (None,) * len(layers) if carry is None else _carries(carry, len(layers), "")
         finals = []
         for i, (layer, layer_carry) in enumerate(zip(layers, carries, strict=True)):
             layer_key = None if key is None else jax.random.fold_in(key, i)
@@ -190,6 +188,16 @@ def serial(*layers: Layer) -> Layer:
 
     causal = all(layer.causal for layer in layers)
     return Layer(init, apply, last if layers[-1].last is not None else None, causal)
+
+
+def _carries(carry, count: int, names: str) -> tuple:
+    """``carry`` as the plain tuple of ``count`` carries it must be (a named tuple such as an
+    ``LSTMCarry`` is one cell's carry), or a ValueError naming what came."""
+    if type(carry) not in (tuple, list) or len(carry) != count:
+        got = type(carry).__name__
+        got += f" of {len(carry)}" if isinstance(carry, tuple | list) else ""
+        raise ValueError(f"carry must be a tuple of {count} carries{names}, got a {got}")
+    return tuple(carry)
 
 
 def residual(layer: Layer) -> Layer:

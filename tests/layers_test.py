@@ -381,3 +381,25 @@ def test_dense_bfloat16_gradient_is_a_bfloat16_product_accumulated_in_float32():
     np.testing.assert_allclose(params_grad["w"], want_w, rtol=1e-5, atol=1e-5)
     exact_w = np.einsum("btd,bto->do", np.asarray(xs, np.float64), np.asarray(cotangent))
     assert np.max(np.abs(params_grad["w"] - exact_w)) > 1e-3  # the cotangent is rounded too
+
+
+def test_a_carry_of_the_wrong_form_is_named():
+    """serial takes a tuple of one carry per layer, bidirectional a (forward, backward) pair; one
+    cell's LSTMCarry (itself a named pair) is neither."""
+    xs = jnp.ones((2, 3, D))
+    lstm = cells.lstm(H)
+    one = lstm.initial_carry(lstm.init(jax.random.key(0), D), (2,))
+    layers = {
+        "serial": (rnnjax.serial(rnnjax.rnn(lstm)), r"tuple of 1 carries, got a LSTMCarry"),
+        "bidirectional": (
+            rnnjax.bidirectional(lstm),
+            r"tuple of 2 carries \(forward, backward\), got a LSTMCarry",
+        ),
+    }
+    for layer, named in layers.values():
+        params, _ = layer.init(jax.random.key(0), D)
+        with pytest.raises(ValueError, match=named):
+            layer.apply(params, xs, one)
+    params, _ = layers["serial"][0].init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match=r"tuple of 1 carries, got a tuple of 2"):
+        layers["serial"][0].apply(params, xs, (one, one))

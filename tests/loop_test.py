@@ -317,6 +317,7 @@ def test_a_zero_step_cadence_is_named_before_anything_runs(dirs, tmp_path, key):
     ("changes", "named"),
     [
         ({"keep_checkpoints": 1}, "config.keep_checkpoints must be >= 2"),
+        ({"seed": -1}, "config.seed must be >= 0"),
         ({"num_epochs": 0}, "config.num_epochs must be >= 1"),
         ({"batch_size": 0}, "config.batch_size must be >= 1"),
         ({"lr_schedule": "step"}, "lr_schedule must be 'constant' or 'cosine', got 'step'"),

@@ -120,6 +120,7 @@ def _report(task, state, records, workdir: Path):
 
 
 _LEAST = {  # key: (smallest value, why)
+    "seed": (0, "numpy's generators, which order the data, take no negative seed"),
     "num_epochs": (1, "epochs"),
     "batch_size": (1, "examples"),
     "log_every_steps": (1, "steps"),
