@@ -119,3 +119,10 @@ def test_a_training_subset_without_the_highest_classes_still_gets_every_class(ti
     # Without metadata (e.g. generated data): the labels of both splits.
     without = classifier_task(task.train, task.test, config.model)
     assert without.num_classes == 10 == tasks.num_classes(task.train, task.test)
+
+
+def test_image_rows_scale_uint8_pixels_and_refuse_other_dtypes():
+    pixels = np.array([[[0, 51], [102, 255]]], np.uint8)
+    np.testing.assert_allclose(tasks.image_rows(pixels[..., None]), pixels / 255.0, rtol=1e-7)
+    with pytest.raises(ValueError, match="images must be uint8 .*got float32"):
+        tasks.image_rows(pixels.astype(np.float32) / 255)

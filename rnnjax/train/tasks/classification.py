@@ -89,6 +89,8 @@ def image_rows(images: np.ndarray) -> np.ndarray:
         images = images[..., 0]
     if images.ndim != 3:
         raise ValueError(f"images must be [N, H, W] or [N, H, W, 1], got {images.shape}")
+    if images.dtype != np.uint8:  # scaling other values by 1/255 would be silently wrong
+        raise ValueError(f"images must be uint8 pixels in [0, 255], got {images.dtype}")
     return images.astype(np.float32) / 255.0
 
 
