@@ -199,7 +199,7 @@ def to_flax(kind: str, params: Mapping) -> dict:
 
 
 def _gates(kind: str) -> int:
-    if kind not in _GATES:
+    if not isinstance(kind, str) or kind not in _GATES:
         raise ValueError(f"kind must be one of {sorted(_GATES)}, got {kind!r}")
     return _GATES[kind]
 
@@ -245,6 +245,11 @@ def _read_torch(kind: str, state_dict: Mapping, sfx: str) -> list:
     arrays |= {n: _array(state_dict.get(n, zeros)) for n in names[2:4]}
     if kind == "lstm" and names[4] in state_dict:  # proj_size > 0
         arrays[names[4]] = _array(state_dict[names[4]])
+    elif kind == "lstm" and arrays[names[1]].ndim == 2 and arrays[names[1]].shape[1] != hidden:
+        raise ValueError(
+            f"{names[1]} has shape {arrays[names[1]].shape}, not [4*H, H] with H={hidden}: an "
+            f"LSTM with proj_size also needs {names[4]}, which state_dict lacks"
+        )
     out = arrays[names[4]].shape[0] if names[4] in arrays else hidden
     shapes = [(fused, size_in), (fused, out), (fused,), (fused,), (out, hidden)]
     _check_shapes(arrays, dict(zip(names, shapes, strict=True)), "state_dict")
@@ -289,13 +294,23 @@ def _flax_tree(kind: str, params: Mapping) -> Mapping:
             f"Flax {kind!r} cell params must have submodules {sorted(names)}, got {sorted(params)}"
         )
     inputs, recurrent = _FLAX_NAMES[kind]
-    size_in = np.shape(params[inputs[0]].get("kernel"))[:1]
-    hidden = np.shape(params[recurrent[0]].get("kernel"))[-1:]
+    shapes = {n: {leaf: tuple(np.shape(v)) for leaf, v in params[n].items()} for n in names}
+    # D and H are read off the first input kernel [D, H] and the first recurrent one [H, H]:
+    # checked first, a bad one is named itself, not as a mismatch of some other submodule
+    first_in, first_h = shapes[inputs[0]].get("kernel", ()), shapes[recurrent[0]].get("kernel", ())
+    if len(first_in) != 2 or len(first_h) != 2 or first_h[0] != first_h[1]:
+        raise ValueError(
+            f"Flax {kind!r} cell params[{inputs[0]!r}] and params[{recurrent[0]!r}] must have "
+            f"kernels [D, H] and [H, H], got {shapes[inputs[0]]} and {shapes[recurrent[0]]}"
+        )
+    size_in, hidden = first_in[:1], first_h[1:]
     for name in names:
         want = {"kernel": (size_in if name in inputs else hidden) + hidden}
         if name in _FLAX_BIASED[kind]:
             want["bias"] = hidden
-        got = {leaf: tuple(np.shape(v)) for leaf, v in params[name].items()}
-        if got != want:
-            raise ValueError(f"Flax {kind!r} cell params[{name!r}] must be {want}, got {got}")
+        if shapes[name] != want:
+            raise ValueError(
+                f"Flax {kind!r} cell params[{name!r}] must be {want} (D={size_in[0]}, "
+                f"H={hidden[0]}), got {shapes[name]}"
+            )
     return params

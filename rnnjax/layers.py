@@ -239,6 +239,11 @@ def dense(
         return {"w": w, "b": bias_init(kb, (size,), jnp.float32)}, size
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
+        if jnp.ndim(xs) < 1 or jnp.shape(xs)[-1] != params["w"].shape[0]:
+            raise ValueError(
+                f"dense expects inputs [..., {params['w'].shape[0]}] (its kernel is "
+                f"{params['w'].shape}), got shape {jnp.shape(xs)}"
+            )
         ys = matmul(xs, params["w"], compute_dtype) + params["b"]
         return None, ys if phi is None else phi(ys)
 

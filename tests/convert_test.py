@@ -106,6 +106,19 @@ def test_flax_errors():
         convert.to_flax("rnn", simple | {"wh": jnp.zeros((H, H + 1))})
 
 
+@pytest.mark.parametrize("hr", [{}, {"kernel": jnp.zeros((H, H + 1))}], ids=["none", "not_square"])
+def test_flax_errors_blame_the_kernel_the_sizes_are_read_from(hr):
+    """D and H come from ``ir`` and ``hr``: a bad ``hr`` must not be reported as a bad ``ir``
+    with made-up expected shapes."""
+    _, variables = _flax_rnn("gru")
+    cell = dict(variables["params"]["cell"]) | {"hr": hr}
+    want = r"params\['ir'\] and params\['hr'\] must have kernels \[D, H\] and \[H, H\]"
+    with pytest.raises(ValueError, match=want):
+        convert.from_flax("gru", cell)
+    with pytest.raises(ValueError, match=r"params\['hz'\] must be .*\(D=5, H=8\)"):
+        convert.from_flax("gru", dict(variables["params"]["cell"]) | {"hz": {}})
+
+
 # ---------------------------------------------------------------------------------------------
 # PyTorch (each test skips cleanly where torch is not installed)
 
@@ -219,6 +232,10 @@ def test_torch_errors():
     state = _torch_module(torch, "lstm", proj_size=P).state_dict()
     with pytest.raises(ValueError, match="kind must be one of"):
         convert.from_torch("transformer", state)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        convert.from_torch(["lstm"], state)
+    with pytest.raises(ValueError, match=r"proj_size also needs weight_hr_l0, which state_dict"):
+        convert.from_torch("lstm", {k: v for k, v in state.items() if k != "weight_hr_l0"})
     with pytest.raises(ValueError, match=r"missing \['weight_hh_l0'\]"):
         convert.from_torch("lstm", {k: v for k, v in state.items() if k != "weight_hh_l0"})
     with pytest.raises(ValueError, match="missing.*weight_ih_l1"):

@@ -143,6 +143,8 @@ def test_dense_and_embed_shapes():
     carry, ys = rnnjax.dense(5, activation="tanh").apply(params, xs)
     assert carry is None
     np.testing.assert_allclose(ys, np.tanh(xs @ params["w"] + params["b"]), rtol=1e-6)
+    with pytest.raises(ValueError, match=rf"dense expects inputs \[\.\.\., {D}\].*got shape"):
+        rnnjax.dense(5).apply(params, normal(1, (B, T, D + 1)))
     layer = rnnjax.embed(7, D)
     params, size = layer.init(jax.random.key(0), 0)
     assert size == D and params["table"].shape == (7, D)
