@@ -1,5 +1,7 @@
 """One unroll over time for every cell: lengths, reverse, resets, hoisting, unrolling, remat."""
 
+from numbers import Integral
+
 import jax
 import jax.numpy as jnp
 
@@ -83,7 +85,7 @@ def unroll(
       >>> params = cell.init(jax.random.key(0), 8)
       >>> carry, ys = rnnjax.unroll(cell, params, jnp.ones((4, 10, 8)), lengths=jnp.arange(4))
     """
-    if not (isinstance(remat, bool) or (isinstance(remat, int) and remat >= 1)):
+    if not (isinstance(remat, bool) or (isinstance(remat, Integral) and remat >= 1)):
         raise ValueError(f"remat must be a bool or an int >= 1 (steps per block), got {remat!r}")
     xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
     time, batch = xs_tm.shape[:2]
@@ -107,6 +109,7 @@ def unroll(
             _checks.check_mask("resets", resets, (batch, time), "[B, T]")
             resets = jnp.swapaxes(resets, 0, 1)
 
+    fused = _fused_backward(cell, fused_backward, remat, hoist)  # checked on every path alike
     if parallel is None:
         parallel = jax.default_backend() != "cpu"
     if parallel and cell.linear is not None and time > 0:  # an empty scan has no last state
@@ -121,7 +124,7 @@ def unroll(
     # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
     # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
     prefetch = time > 0 and ((hoist and cell.project is not None) or xs_tm.shape[-1] == 1)
-    if _fused_backward(cell, fused_backward, remat, hoist) and time > 0:
+    if fused and time > 0:
         final, ys = fused_unroll(
             cell,
             params,

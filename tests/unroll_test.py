@@ -497,6 +497,14 @@ def test_lengths_may_be_a_python_list():
     jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
+def test_remat_may_be_a_numpy_int():
+    """A block size computed with numpy is an int like any other."""
+    cell = get_cell("gru_reset_before")
+    params, xs = setup(cell)
+    got = run(cell, params, xs, remat=np.int64(4))
+    jax.tree.map(np.testing.assert_array_equal, got, run(cell, params, xs, remat=4))
+
+
 def test_lengths_list_on_the_parallel_path_keeping_only_the_last_output():
     cell = cells.min_gru(4)
     params, xs = cell.init(jax.random.key(0), 4), jnp.ones((3, 5, 4))
@@ -814,6 +822,10 @@ def test_fused_backward_rejects_what_it_cannot_honour():
     lstm = get_cell("learnable_lstm")
     with pytest.raises(ValueError, match="cannot be combined with remat=True"):
         rnnjax.unroll(lstm, lstm.init(jax.random.key(0), D), xs, remat=True, fused_backward=True)
+    min_gru = cells.min_gru(H)  # on the parallel path too, which accelerators take by default
+    params = min_gru.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match="needs a cell with a FusedStep"):
+        rnnjax.unroll(min_gru, params, xs, parallel=True, fused_backward=True)
 
 
 def test_fused_backward_composes_with_second_order_and_leaves_forward_mode_to_autodiff():
