@@ -67,8 +67,8 @@ def lstm(
         initial value of ``params["b"]``, not a constant added at each step, so weights convert
         exactly to and from PyTorch and Flax.
       peepholes, proj_size, cell_clip, layer_norm: the options above.
-      kernel_init, recurrent_init, bias_init: initialisers for Wx ``[D, 4H]``, Wh ``[P, 4H]`` (and
-        W_proj), b ``[4H]``; each gate's block is initialised on its own.
+      kernel_init, recurrent_init, bias_init: initialisers for Wx ``[D, 4H]`` and W_proj,
+        Wh ``[P, 4H]``, b ``[4H]``; each gate's block is initialised on its own.
       learn_initial_carry: learn ``LSTMCarry(c_0, h_0)`` instead of zeros.
       compute_dtype: dtype of the matmuls (e.g. ``"bfloat16"``) with float32 accumulation;
         params and carry stay float32. None: float32 throughout.
