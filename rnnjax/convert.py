@@ -241,14 +241,15 @@ def _read_torch(kind: str, state_dict: Mapping, sfx: str) -> list:
         raise ValueError(f"{names[0]} must be [{gates}*H, D] for {kind!r}, got shape {w_ih.shape}")
     (fused, size_in), hidden = w_ih.shape, w_ih.shape[0] // gates
     zeros = np.zeros((fused,), w_ih.dtype)
-    arrays = {names[0]: w_ih, names[1]: _array(state_dict[names[1]])}
+    w_hh = _array(state_dict[names[1]])
+    arrays = {names[0]: w_ih, names[1]: w_hh}
     arrays |= {n: _array(state_dict.get(n, zeros)) for n in names[2:4]}
     if kind == "lstm" and names[4] in state_dict:  # proj_size > 0
         arrays[names[4]] = _array(state_dict[names[4]])
-    elif kind == "lstm" and arrays[names[1]].ndim == 2 and arrays[names[1]].shape[1] != hidden:
+    elif kind == "lstm" and w_hh.ndim == 2 and w_hh.shape[1] != hidden:
         raise ValueError(
-            f"{names[1]} has shape {arrays[names[1]].shape}, not [4*H, H] with H={hidden}: an "
-            f"LSTM with proj_size also needs {names[4]}, which state_dict lacks"
+            f"{names[1]} has shape {w_hh.shape}, not [4*H, H] with H={hidden}: an LSTM with "
+            f"proj_size also needs {names[4]}, which state_dict lacks"
         )
     out = arrays[names[4]].shape[0] if names[4] in arrays else hidden
     shapes = [(fused, size_in), (fused, out), (fused,), (fused,), (out, hidden)]
