@@ -45,7 +45,11 @@ def fused_unroll(
     last valid output ``[B, ...]`` in place of ``ys`` without ``return_sequences``."""
     step = cell.fused._replace(recurrent_mask=None)  # static: functions only
     static = (step, cell.project, reverse, unroll, prefetch, return_sequences)
-    return _fused(static, params, cell.fused.recurrent_mask, xs, carry, initial, valid, resets)
+    args = (params, cell.fused.recurrent_mask, xs, carry, initial, valid, resets)
+    # Inside shard_map the backward rule must return each cotangent with its argument's type;
+    # params used by every device's rows get varying cotangents, so they enter varying, and the
+    # cast's transpose sums their gradient over the devices, once.
+    return _fused(static, *varying_like(args, args))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -599,6 +599,49 @@ def test_unroll_inside_shard_map_equals_plain_unroll(name, given_carry, remat):
     )
 
 
+SHARD_MAP_GRADIENT_CELLS = {
+    "lstm_fused": lambda: cells.lstm(H),
+    "lstm_fused_peepholes": lambda: cells.lstm(H, peepholes=True, learn_initial_carry=True),
+    "gru_fused": lambda: cells.gru(H),
+    "lstm_bfloat16": lambda: cells.lstm(H, compute_dtype="bfloat16"),
+    "simple_bfloat16": lambda: cells.simple(H, compute_dtype="bfloat16"),
+}
+
+
+@pytest.mark.parametrize("name", list(SHARD_MAP_GRADIENT_CELLS))
+@pytest.mark.parametrize("where", ["grad_inside", "grad_of_shard_map"])
+def test_gradient_inside_shard_map_with_replicated_params(name, where):
+    """Params passed replicated (``PartitionSpec()``, invariant over the mesh) into a
+    ``shard_map`` whose rows vary: the fused backward pass and the bfloat16 matmul's VJP (both
+    ``custom_vjp``) must return cotangents of their arguments' types, or JAX refuses them. The
+    gradient, taken inside the ``shard_map`` or of it, equals the plain one."""
+    cell = SHARD_MAP_GRADIENT_CELLS[name]()
+    params, xs = setup(cell, seed=50)
+    lengths = jnp.array([T, 2, 0])
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    rows, same = jax.sharding.PartitionSpec("data"), jax.sharding.PartitionSpec()
+
+    def loss(params, xs, lengths):
+        _, ys = rnnjax.unroll(cell, params, xs, lengths=lengths)
+        return jnp.sum(jnp.sin(ys))
+
+    if where == "grad_inside":  # the gradient of a replicated input comes back summed
+        grad = jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(same, rows, rows), out_specs=same)
+    else:
+        summed = jax.shard_map(
+            lambda *args: jax.lax.psum(loss(*args), "data"),
+            mesh=mesh,
+            in_specs=(same, rows, rows),
+            out_specs=same,
+        )
+        grad = jax.grad(summed)
+    assert_trees_close(
+        fast_jit(grad)(params, xs, lengths),
+        fast_jit(jax.grad(loss))(params, xs, lengths),
+        rtol=1e-4,
+    )
+
+
 # ---------------------------------------------------------------- the last output alone
 
 LAST_OUTPUT_CASES = {

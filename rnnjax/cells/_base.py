@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._vma import varying_like
+
 Array = jax.Array
 Params = dict[str, Any]
 Carry = Any
@@ -138,6 +140,7 @@ def matmul(x: Array, w: Array, compute_dtype=None) -> Array:
     """
     if compute_dtype is None:
         return x @ w
+    x, w = varying_like((x, w), (x, w))  # one type for both, as in ``fused_unroll``
     return _mixed_matmul(x, w, jnp.dtype(compute_dtype))
 
 
