@@ -58,9 +58,11 @@ def unroll(
       time_major: ``xs`` and the returned ``ys`` are ``[T, B, ...]``.
       parallel: for cells linear in their carry (``cell.linear``: min_gru, min_lstm, lru), run
         all steps at once with ``jax.lax.associative_scan`` (``rnnjax.scan``), with the same
-        results; ``unroll``, ``remat`` and ``hoist`` then do not apply. False steps them. None
-        (default) picks the parallel form except on CPU, where stepping measured 2-5x faster at
-        every T up to 4096 (BUILD_NOTES.md).
+        results; ``unroll`` then does not apply, and ``remat`` or ``hoist`` (options of the
+        stepped form) with ``parallel=True`` is an error, as is ``parallel=True`` for a cell
+        with no linear form. False steps them. None (default) picks the parallel form except on
+        CPU, where stepping measured 2-5x faster at every T up to 4096 (BUILD_NOTES.md), or
+        when ``remat`` or ``hoist`` is asked for.
       fused_backward: for cells with a ``cell.fused`` split (lstm, gru), differentiate with
         ``rnnjax.fused_backward``: the forward pass keeps only carries and the gates'
         activations (or pre-activations), and the reverse scan runs the gates' VJP from them and
@@ -110,9 +112,8 @@ def unroll(
             resets = jnp.swapaxes(resets, 0, 1)
 
     fused = _fused_backward(cell, fused_backward, remat, hoist)  # checked on every path alike
-    if parallel is None:
-        parallel = jax.default_backend() != "cpu"
-    if parallel and cell.linear is not None and time > 0:  # an empty scan has no last state
+    parallel = _parallel(cell, parallel, remat, hoist)
+    if parallel and time > 0:  # an empty scan has no last state
         pre = cell.project(params, xs_tm)
         kw = {"valid": valid, "resets": resets, "reverse": reverse}
         final, ys = unroll_linear(cell.linear, params, pre, carry, initial, **kw)
@@ -156,6 +157,24 @@ def unroll(
 
 def _batch_major(ys, time_major: bool, return_sequences: bool):
     return ys if time_major or not return_sequences else jnp.swapaxes(ys, 0, 1)
+
+
+def _parallel(cell: Cell, asked: bool | None, remat, hoist: bool) -> bool:
+    """Whether to run the associative-scan form; a request the cell cannot honour is an error."""
+    if asked is None:
+        return cell.linear is not None and not (remat or hoist) and jax.default_backend() != "cpu"
+    if asked and cell.linear is None:
+        raise ValueError(
+            "parallel=True needs a cell linear in its carry (cell.linear: min_gru, min_lstm, "
+            "lru); this cell has none (stack and output_projection step their cells: for deep "
+            "linear recurrences in parallel, use serial(rnn(...), rnn(...)))"
+        )
+    if asked and (remat or hoist):
+        raise ValueError(
+            f"parallel=True cannot be combined with remat={remat!r} or hoist={hoist!r}, "
+            "which apply to the stepped form (parallel=False)"
+        )
+    return bool(asked)
 
 
 def _fused_backward(cell: Cell, asked: bool | None, remat, hoist: bool) -> bool:

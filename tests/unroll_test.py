@@ -8,6 +8,7 @@ atol/rtol 1e-5 (1e-4 relative for gradients).
 import functools
 import itertools
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -524,7 +525,7 @@ def test_x64_mode_unrolls_float32_and_float64_inputs(make):
         params = cell.init(jax.random.key(0), 2)
         assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
         for dtype in (jnp.float32, jnp.float64):
-            for parallel in (False, True):
+            for parallel in (False, True) if cell.linear is not None else (False,):
                 carry, ys = rnnjax.unroll(
                     cell, params, jnp.ones((2, 4, 2), dtype), parallel=parallel
                 )
@@ -869,6 +870,31 @@ def test_fused_backward_rejects_what_it_cannot_honour():
     params = min_gru.init(jax.random.key(0), D)
     with pytest.raises(ValueError, match="needs a cell with a FusedStep"):
         rnnjax.unroll(min_gru, params, xs, parallel=True, fused_backward=True)
+
+
+def test_parallel_rejects_what_it_cannot_honour_and_defaults_to_what_was_asked(monkeypatch):
+    """``parallel=True`` on a cell with no linear form, or beside ``remat``/``hoist`` (options
+    of the stepped form), is an error; left to its default on an accelerator, the parallel form
+    yields to those options rather than ignore them."""
+    xs = jnp.ones((B, T, D))
+    for name in ("lstm", "stack"):
+        cell = get_cell(name)
+        with pytest.raises(ValueError, match="parallel=True needs a cell linear in its carry"):
+            rnnjax.unroll(cell, cell.init(jax.random.key(0), D), xs, parallel=True)
+    min_gru = cells.min_gru(H)
+    params = min_gru.init(jax.random.key(0), D)
+    for options in ({"remat": 2}, {"hoist": True}):
+        with pytest.raises(ValueError, match="cannot be combined with"):
+            rnnjax.unroll(min_gru, params, xs, parallel=True, **options)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+
+    def parallel_form(*args, **kwargs):
+        raise RuntimeError("the parallel form ran")
+
+    monkeypatch.setattr(sys.modules["rnnjax.unroll"], "unroll_linear", parallel_form)
+    rnnjax.unroll(min_gru, params, xs, remat=2)  # steps
+    with pytest.raises(RuntimeError, match="the parallel form ran"):
+        rnnjax.unroll(min_gru, params, xs)
 
 
 def test_fused_backward_composes_with_second_order_and_leaves_forward_mode_to_autodiff():
