@@ -71,3 +71,35 @@ def check_carry(carry, expected) -> None:
             dtypes = jax.tree.map(lambda a: str(a.dtype), expected)
             actual = jax.tree.map(lambda a: str(jnp.result_type(a)), carry)
             raise TypeError(f"carry must have dtypes {dtypes}, got {actual}")
+
+
+def check_params(cell, params, fallback_input_size: int) -> None:
+    """Checks that ``params`` have the entries and shapes ``cell.init`` gives (dtypes are
+    free): a wrong leaf would otherwise fail deep inside the step, as a broadcasting error that
+    names neither the param nor what it should be. The input size is the params' own
+    (``cell.input_size``), or ``fallback_input_size`` when they lack what it reads."""
+    try:
+        input_size = cell.input_size(params)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        input_size = fallback_input_size
+    want = _shapes_by_path(jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size)))
+    got = _shapes_by_path(params)
+    missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    if missing or unexpected:
+        raise ValueError(
+            "params must have the entries of the cell's init: missing "
+            f"{', '.join(missing) or 'none'}, unexpected {', '.join(unexpected) or 'none'}"
+        )
+    wrong = [
+        f"{path} {got[path]} (expected {want[path]})" for path in want if got[path] != want[path]
+    ]
+    if wrong:
+        raise ValueError(
+            f"params must have the shapes of the cell's init for input size {input_size}: "
+            + ", ".join(wrong)
+        )
+
+
+def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): tuple(jnp.shape(leaf)) for path, leaf in leaves}

@@ -408,8 +408,15 @@ def error_problem():
     return cell, params, xs
 
 
+def drop(params, key):
+    return {k: v for k, v in params.items() if k != key}
+
+
 def bad_call(case):
     cell, params, xs = error_problem()
+    stack = get_cell("stack")  # lstm(H), then gru(P)
+    stack_params = stack.init(jax.random.key(0), D)
+    stack_params = stack_params | {"1": stack_params["1"] | {"b": stack_params["1"]["b"][1:]}}
     carry = cell.initial_carry(params, (B,))
     lengths = jnp.array([1, 2, 3])
     calls = {
@@ -435,6 +442,12 @@ def bad_call(case):
             cell, params, xs, carry._replace(h=carry.h.astype(jnp.bfloat16))
         ),
         "remat_negative": lambda: rnnjax.unroll(cell, params, xs, remat=-1),
+        "params_missing": lambda: rnnjax.unroll(cell, drop(params, "wh"), xs),
+        "params_unexpected": lambda: rnnjax.unroll(cell, params | {"wy": params["wh"]}, xs),
+        "params_shape": lambda: rnnjax.unroll(
+            cell, params | {"wh": jnp.pad(params["wh"], ((0, 0), (0, 1)))}, xs
+        ),
+        "params_nested_shape": lambda: rnnjax.unroll(stack, stack_params, xs),
     }
     return calls[case]
 
@@ -469,6 +482,17 @@ ERRORS = {
         "got LSTMCarry(c='float32', h='bfloat16')",
     ),
     "remat_negative": (ValueError, "remat must be a bool or an int >= 1 (steps per block), got -1"),
+    "params_missing": (
+        ValueError,
+        "params must have the entries of the cell's init: missing ['wh'], unexpected none",
+    ),
+    "params_unexpected": (ValueError, "missing none, unexpected ['wy']"),
+    "params_shape": (
+        ValueError,
+        f"params must have the shapes of the cell's init for input size {D}: "
+        f"['wh'] ({P}, {4 * H + 1}) (expected ({P}, {4 * H}))",
+    ),
+    "params_nested_shape": (ValueError, f"['1']['b'] ({3 * P - 1},) (expected ({3 * P},))"),
 }
 
 
