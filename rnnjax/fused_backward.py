@@ -13,6 +13,7 @@ Results equal autodiff's (tests); BUILD_NOTES.md has the measurements.
 """
 
 import functools
+from numbers import Integral
 
 import jax
 import jax.numpy as jnp
@@ -170,7 +171,8 @@ def weight_grads_after_loop(compute_dtype, kept) -> bool:
     12.8 MB); with float32 matmuls the per-step products measured faster at every size.
     """
     size = sum(a.size * a.dtype.itemsize for a in kept)
-    return compute_dtype is not None and size <= AFTER_LOOP_MAX_BYTES
+    known = isinstance(size, Integral)  # not a symbolic shape (jax.export): might be large
+    return compute_dtype is not None and known and size <= AFTER_LOOP_MAX_BYTES
 
 
 def _summed_columns(step: FusedStep, width: int) -> int:

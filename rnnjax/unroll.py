@@ -113,7 +113,7 @@ def unroll(
             resets = jnp.swapaxes(resets, 0, 1)
 
     fused = _fused_backward(cell, fused_backward, remat, hoist)  # checked on every path alike
-    parallel = _parallel(cell, parallel, remat, hoist)
+    parallel = _parallel(cell, parallel, remat, hoist, time)
     if parallel and time > 0:  # an empty scan has no last state
         pre = cell.project(params, xs_tm)
         kw = {"valid": valid, "resets": resets, "reverse": reverse}
@@ -122,7 +122,8 @@ def unroll(
             return final, ys[0] if reverse else at_last_step(ys, lengths, time_axis=0)
         return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
     if unroll is None:
-        unroll = cell.unroll if cell.unroll is not True or time <= FULL_UNROLL_MAX_STEPS else 1
+        short = isinstance(time, Integral) and time <= FULL_UNROLL_MAX_STEPS  # not symbolic
+        unroll = cell.unroll if cell.unroll is not True or short else 1
     # XLA turns a one-feature input's matmul into a broadcast product and fuses it, with the
     # per-step slice, into the gate arithmetic; a hoisted projection is read there directly.
     prefetch = time > 0 and ((hoist and cell.project is not None) or xs_tm.shape[-1] == 1)
@@ -160,10 +161,17 @@ def _batch_major(ys, time_major: bool, return_sequences: bool):
     return ys if time_major or not return_sequences else jnp.swapaxes(ys, 0, 1)
 
 
-def _parallel(cell: Cell, asked: bool | None, remat, hoist: bool) -> bool:
+def _parallel(cell: Cell, asked: bool | None, remat, hoist: bool, time) -> bool:
     """Whether to run the associative-scan form; a request the cell cannot honour is an error."""
+    static = isinstance(time, Integral)  # associative_scan needs it; jax.export may not give it
     if asked is None:
-        return cell.linear is not None and not (remat or hoist) and jax.default_backend() != "cpu"
+        usable = cell.linear is not None and static and not (remat or hoist)
+        return usable and jax.default_backend() != "cpu"
+    if asked and not static:
+        raise ValueError(
+            f"parallel=True needs a static sequence length (jax.lax.associative_scan), got "
+            f"the symbolic T = {time}; parallel=False steps through it"
+        )
     if asked and cell.linear is None:
         raise ValueError(
             "parallel=True needs a cell linear in its carry (cell.linear: min_gru, min_lstm, "
