@@ -123,9 +123,8 @@ def _backward(static, residuals, cotangents):
             d_gate_params, d_carry_in, *d_kept = gates_vjp((d_carry, d_y))
             d_pre, d_rec = _pre_and_rec(d_kept, width, summed)
         h, input_vjp = jax.vjp(step.read, carry_in)
-        d_carry_in = _add(
-            d_carry_in, input_vjp(low_precision_dot(d_rec, wh_t, step.compute_dtype))[0]
-        )
+        d_h = low_precision_dot(d_rec, wh_t, step.compute_dtype)
+        d_carry_in = _add(d_carry_in, input_vjp(d_h.astype(h.dtype))[0])
         if reset_t is not None:
             d_initial = _add(d_initial, select(reset_t, d_carry_in, _zeros(d_carry_in)))
             d_carry_in = select(reset_t, _zeros(d_carry_in), d_carry_in)
@@ -133,13 +132,13 @@ def _backward(static, residuals, cotangents):
         d_params = _add_to(d_params, d_gate_params)
         if after:
             return (d_previous, d_last, d_params, d_initial), tuple(d_kept)
-        _, project_vjp = jax.vjp(project, params, x)
-        d_step, d_x = project_vjp(d_pre)
+        pre, project_vjp = jax.vjp(project, params, x)
+        d_step, d_x = project_vjp(d_pre.astype(pre.dtype))  # bfloat16 params and inputs
         d_wh = low_precision_dot(h, d_rec, step.compute_dtype, OVER_BATCH)
         d_params = _add(d_params, _add_to(d_step, {"wh": d_wh}))
         return (d_previous, d_last, d_params, d_initial), d_x
 
-    acc = (d_final, d_last, _zeros(params), _zeros(initial))
+    acc = (d_final, d_last, _zeros(params, at_least=jnp.float32), _zeros(initial))
     acc = varying_like(acc, (params, d_outputs))
     scanned = (d_ys, None if after else xs, valid, resets, carries_in, kept)  # x: per step
     (d_carry, _, d_params, d_initial), outputs = jax.lax.scan(
@@ -147,15 +146,15 @@ def _backward(static, residuals, cotangents):
     )
     d_mask = None if mask is None else jnp.zeros_like(mask)  # a random draw: no gradient
     if not after:
-        return d_params, d_mask, outputs, d_carry, d_initial, None, None
+        return _like(d_params, params), d_mask, outputs, d_carry, d_initial, None, None
     d_pre, d_rec = _pre_and_rec(outputs, width, summed)  # [T, B, G] each, all steps
-    _, project_vjp = jax.vjp(project, params, xs)
-    d_projected, d_xs = project_vjp(d_pre)
+    pre, project_vjp = jax.vjp(project, params, xs)
+    d_projected, d_xs = project_vjp(d_pre.astype(pre.dtype))
     over_steps = (((0, 1), (0, 1)), ((), ()))
     h_all = step.read(carries_in)
     d_wh = low_precision_dot(h_all, d_rec, step.compute_dtype, over_steps)
     d_params = _add(d_params, _add_to(d_projected, {"wh": d_wh}))
-    return d_params, d_mask, d_xs, d_carry, d_initial, None, None
+    return _like(d_params, params), d_mask, d_xs, d_carry, d_initial, None, None
 
 
 _fused.defvjp(_forward, _backward)
@@ -227,8 +226,17 @@ def _cast(w, compute_dtype):
     return w if compute_dtype is None else w.astype(compute_dtype)
 
 
-def _zeros(tree):
-    return jax.tree.map(jnp.zeros_like, tree)
+def _zeros(tree, at_least=None):
+    """Zeros like ``tree``; with ``at_least``, in at least that precision (bfloat16 params'
+    gradients are summed over the steps in float32)."""
+    if at_least is None:
+        return jax.tree.map(jnp.zeros_like, tree)
+    return jax.tree.map(lambda a: jnp.zeros_like(a, jnp.promote_types(a.dtype, at_least)), tree)
+
+
+def _like(grads, params):
+    """``grads`` in their params' dtypes, as a cotangent must be."""
+    return jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
 
 
 def _add(a, b):

@@ -92,9 +92,7 @@ def unroll(
     _checks.check_params(cell, params, jnp.shape(xs)[-1] if jnp.ndim(xs) else 1)
     xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
     time, batch = xs_tm.shape[:2]
-    initial = cell.initial_carry(params, (batch,))
-    if jnp.result_type(xs_tm) == jnp.float64:  # x64 mode: the carry follows the inputs
-        initial = jax.tree.map(lambda c: c.astype(jnp.float64), initial)
+    initial, y_dtype = _step_dtypes(cell, params, cell.initial_carry(params, (batch,)), xs_tm)
     initial = varying_like(initial, (params, xs_tm))
     if carry is None:
         carry = initial
@@ -118,6 +116,8 @@ def unroll(
         pre = cell.project(params, xs_tm)
         kw = {"valid": valid, "resets": resets, "reverse": reverse}
         final, ys = unroll_linear(cell.linear, params, pre, carry, initial, **kw)
+        final = jax.tree.map(lambda f, c: f.astype(c.dtype), final, initial)  # as stepped
+        ys = ys.astype(y_dtype)
         if not return_sequences:
             return final, ys[0] if reverse else at_last_step(ys, lengths, time_axis=0)
         return final, ys if time_major else jnp.swapaxes(ys, 0, 1)
@@ -159,6 +159,17 @@ def unroll(
 
 def _batch_major(ys, time_major: bool, return_sequences: bool):
     return ys if time_major or not return_sequences else jnp.swapaxes(ys, 0, 1)
+
+
+def _step_dtypes(cell: Cell, params, carry, xs_tm):
+    """``carry`` in the dtypes a step gives the new carry, which follow the params and inputs
+    (float64 inputs in x64 mode; bfloat16 params, or a learnt bfloat16 initial carry, beside
+    float32 inputs), so that ``lax.scan`` keeps one carry type; and the step's output dtype
+    (None for an empty sequence)."""
+    if xs_tm.shape[0] == 0:
+        return carry, None
+    new, y = jax.eval_shape(lambda: cell.apply(params, carry, xs_tm[0]))
+    return jax.tree.map(lambda c, s: c.astype(s.dtype), carry, new), y.dtype
 
 
 def _parallel(cell: Cell, asked: bool | None, remat, hoist: bool, time) -> bool:

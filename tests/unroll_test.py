@@ -882,6 +882,50 @@ def test_fused_backward_casts_and_transposes_the_recurrent_weight_once(fused):
     assert (in_loops == []) == fused, in_loops
 
 
+BFLOAT16_PARAMS_CASES = {
+    "lstm_fused": (lambda: cells.lstm(H, learn_initial_carry=True), {}),
+    "gru_fused": (lambda: cells.gru(H), {}),
+    "indrnn": (lambda: cells.indrnn(H, learn_initial_carry=True), {}),
+    "min_lstm_stepped": (lambda: cells.min_lstm(H, learn_initial_carry=True), {"parallel": False}),
+    "min_lstm_parallel": (lambda: cells.min_lstm(H, learn_initial_carry=True), {"parallel": True}),
+    "lru_parallel": (lambda: cells.lru(H), {"parallel": True}),
+}
+
+
+@pytest.mark.parametrize("inputs", ["float32", "bfloat16"])
+@pytest.mark.parametrize("case", list(BFLOAT16_PARAMS_CASES))
+def test_bfloat16_params_train_like_their_float32_values(case, inputs):
+    """Params stored in bfloat16 (a learnt initial carry too), inputs in float32 or bfloat16:
+    the carry takes the dtype its step gives, the parallel form returns the stepped form's
+    dtypes, the fused backward pass sums the weight gradients in float32 and returns them in
+    bfloat16, and everything stays within bfloat16 rounding of the float32 run on the same
+    (rounded) values."""
+    make, options = BFLOAT16_PARAMS_CASES[case]
+    cell = make()
+    params, xs = setup(cell, seed=60)
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    lengths = jnp.array([T, 2, 0])
+
+    def outputs_and_grads(params, xs, **more):
+        def loss(params):
+            _, ys = rnnjax.unroll(cell, params, xs, lengths=lengths, **(options | more))
+            return jnp.sum(jnp.sin(ys.astype(jnp.float32))), ys
+
+        return fast_jit(jax.grad(loss, has_aux=True))(params)[::-1]
+
+    ys, grads = outputs_and_grads(params, xs.astype(inputs))
+    stepped_ys, _ = outputs_and_grads(params, xs.astype(inputs), parallel=False)
+    assert ys.dtype == stepped_ys.dtype
+    assert {a.dtype for a in jax.tree.leaves(grads)} == {jnp.dtype(jnp.bfloat16)}
+    as_float = functools.partial(jax.tree.map, lambda a: a.astype(jnp.float32))
+    want_ys, want_grads = outputs_and_grads(as_float(params), xs.astype(inputs).astype(jnp.float32))
+    np.testing.assert_allclose(as_float(ys), want_ys, atol=0.05)
+    for got, want in zip(
+        jax.tree.leaves(as_float(grads)), jax.tree.leaves(want_grads), strict=True
+    ):
+        np.testing.assert_allclose(got, want, atol=0.1 * float(jnp.max(jnp.abs(want))) + 1e-3)
+
+
 def test_fused_backward_rejects_what_it_cannot_honour():
     xs = jnp.ones((B, T, D))
     simple = get_cell("simple")

@@ -215,21 +215,27 @@ def lru(
         return x @ jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=-1)
 
     def coefficients(params, pre):
-        lam = jnp.exp(jax.lax.complex(-jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])))
-        bx = jax.lax.complex(pre[..., :units], pre[..., units : 2 * units])
+        lam = jnp.exp(_complex(-jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])))
+        bx = _complex(pre[..., :units], pre[..., units : 2 * units])
         return lam, jnp.exp(params["gamma_log"]) * bx
 
     def readout(params, s, pre):
         return s.real @ params["C_re"] - s.imag @ params["C_im"] + pre[..., 2 * units :]
 
     def to_state(carry):
-        return jax.lax.complex(carry[..., :units], carry[..., units:])
+        return _complex(carry[..., :units], carry[..., units:])
 
     def from_state(s):
         return jnp.concatenate([s.real, s.imag], axis=-1)
 
     linear = LinearRecurrence(coefficients, readout, None, to_state, from_state)
     return linear_cell(init, initial_carry, project, linear, out, lambda p: p["B_re"].shape[0])
+
+
+def _complex(re, im):
+    """``re + i·im``; bfloat16 parts, which have no complex type, are widened to float32."""
+    dtype = jnp.promote_types(jnp.result_type(re, im), jnp.float32)
+    return jax.lax.complex(re.astype(dtype), im.astype(dtype))
 
 
 def _lru_init(key, input_size, units, out, r_min, r_max, max_phase):
