@@ -57,6 +57,17 @@ def test_loss_decreases_and_the_step_counts(adam_step):
     assert set(metrics) == {"loss", "accuracy", "grad_norm", "finite"}
 
 
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey], ids=["typed", "raw"])
+def test_the_donating_step_leaves_the_callers_key_alive(make_key):
+    """The state keeps its own copy of the key: a raw ``PRNGKey`` is its own data, and the
+    step donates the state, which would delete the caller's key with it."""
+    key = make_key(0)
+    state = init_state(MODEL, ADAM, key)
+    make_train_step(MODEL, ADAM, softmax_xent)(state, _batch())
+    assert not key.is_deleted()
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(make_key(0)))
+
+
 def test_non_finite_batch_leaves_the_state_unchanged(adam_step):
     state, _ = adam_step(init_state(MODEL, ADAM, jax.random.key(0)), _batch())  # moments != 0
     before = _copy(state)

@@ -35,7 +35,7 @@ def init_state(model, tx: optax.GradientTransformation, key: jax.Array) -> Train
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
-        rng=jax.random.key_data(key),
+        rng=jnp.copy(jax.random.key_data(key)),  # a raw key's data is the key: not donated
     )
 
 
