@@ -276,11 +276,13 @@ def test_process_slices_partition_each_global_batch():
         ({"a": np.zeros(4)}, {"process_count": 2}),
         ({"a": np.zeros(4)}, {"process_count": 3, "process_index": 3}),
         ({"a": np.zeros(2)}, {}),
+        ({"a": np.zeros(4)}, {"start_step": -1}),
+        ({"a": np.zeros(4)}, {"seed": -2}),
     ],
 )
 def test_batches_reject_bad_arguments(arrays, kwargs):
-    with pytest.raises(ValueError):
-        next(data.batches(arrays, 3, seed=0, **kwargs))
+    with pytest.raises(ValueError, match="must|exceeds|need"):
+        next(data.batches(arrays, 3, **{"seed": 0} | kwargs))
 
 
 def test_eval_batches_cover_every_example_once():

@@ -57,6 +57,8 @@ def batches(
     per_epoch = steps_per_epoch(n := _length(arrays), batch_size, drop_remainder)
     if per_epoch == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {n} examples with drop_remainder")
+    if start_step < 0 or seed < 0:  # (numpy's generators take no negative seed)
+        raise ValueError(f"start_step and seed must be >= 0, got {start_step} and {seed}")
     if batch_size % process_count or not 0 <= process_index < process_count:
         raise ValueError(
             f"need batch_size % process_count == 0 and 0 <= process_index < process_count, got "
