@@ -186,8 +186,9 @@ def _parallel(cell: Cell, asked: bool | None, remat, hoist: bool, time) -> bool:
     if asked and cell.linear is None:
         raise ValueError(
             "parallel=True needs a cell linear in its carry (cell.linear: min_gru, min_lstm, "
-            "lru); this cell has none (stack and output_projection step their cells: for deep "
-            "linear recurrences in parallel, use serial(rnn(...), rnn(...)))"
+            "lru), and this cell has none; parallel=None runs the linear cells of a model in "
+            "parallel where that is faster (stack and output_projection step their cells: "
+            "for deep linear recurrences in parallel, use serial(rnn(...), rnn(...)))"
         )
     if asked and (remat or hoist):
         raise ValueError(
