@@ -20,6 +20,7 @@ from flax import nnx
 
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer as _Layer
+from rnnjax.models import EncoderDecoder
 from rnnjax.models import Model as _Model
 from rnnjax.unroll import unroll
 
@@ -168,15 +169,18 @@ class Layer(_Stochastic):
 
 
 class Model(_Stochastic):
-    """A whole ``rnnjax.Model`` (``seq2vec``, ``seq2seq``, ...) as an NNX module.
+    """A whole ``rnnjax.Model`` (``seq2vec``, ``seq2seq``, ...) or ``EncoderDecoder`` as an
+    NNX module.
 
     Args:
       model: the functional model.
       rngs: ``nnx.Rngs``; ``"params"`` initialises, ``"dropout"`` (or ``"default"``) feeds dropout.
       deterministic: start in eval mode (no dropout); ``.train()`` / ``.eval()`` toggle it.
 
-    ``__call__(inputs, *, deterministic=None, rngs=None, **kwargs)`` returns
-    ``model.apply(params, inputs, key=..., **kwargs)`` (``kwargs`` such as ``lengths``).
+    ``__call__(*inputs, deterministic=None, rngs=None, **kwargs)`` returns
+    ``model.apply(params, *inputs, key=..., **kwargs)`` (``kwargs`` such as ``lengths``; an
+    encoder–decoder takes ``(src, tgt_in)`` and ``src_lengths``, and decodes with
+    ``rnnjax.decoding.greedy(module.model, module.params, ...)``).
 
     Example:
       >>> fn = rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.gru(64)), rnnjax.dense(10), in_size=28)
@@ -184,13 +188,13 @@ class Model(_Stochastic):
       >>> logits = model(images, lengths=lengths)     # images [B, 28, 28] -> [B, 10]
     """
 
-    def __init__(self, model: _Model, *, rngs: nnx.Rngs, deterministic=False):
+    def __init__(self, model: _Model | EncoderDecoder, *, rngs: nnx.Rngs, deterministic=False):
         super().__init__(model.init(rngs.params()), rngs, deterministic)
         self.model = model
 
-    def __call__(self, inputs, *, deterministic=None, rngs=None, **kwargs) -> Any:
+    def __call__(self, *inputs, deterministic=None, rngs=None, **kwargs) -> Any:
         key = self._dropout_key(deterministic, rngs)
-        return self.model.apply(self.params, inputs, key=key, **kwargs)
+        return self.model.apply(self.params, *inputs, key=key, **kwargs)
 
 
 __all__ = ["RNN", "Layer", "Model"]

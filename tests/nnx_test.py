@@ -68,6 +68,30 @@ def test_layer_and_model_params_out_agree_with_functional_calls():
     assert _count(nnx.state(model, nnx.Param)) == _count(fn.init(jax.random.key(0)))
 
 
+def test_encoder_decoder_model_takes_both_sequences_and_decodes_from_its_params():
+    fn = rnnjax.encoder_decoder(
+        rnnjax.serial(rnnjax.rnn(rnnjax.cells.gru(6)), rnnjax.dropout(0.5)),
+        rnnjax.cells.lstm(6),
+        src_embed=rnnjax.embed(9, 3),
+        tgt_embed=rnnjax.embed(9, 3),
+        head=rnnjax.dense(9),
+        attention="luong",
+    )
+    model = rnx.Model(fn, rngs=nnx.Rngs(0))
+    src, tgt_in = jnp.array([[3, 4, 5], [6, 7, 0]]), jnp.array([[1, 3], [1, 6]])
+    lengths = jnp.array([3, 2])
+    np.testing.assert_array_equal(
+        model(src, tgt_in, src_lengths=lengths, deterministic=True),
+        fn.apply(model.params, src, tgt_in, src_lengths=lengths),
+    )
+    assert not np.allclose(  # train mode: the encoder's dropout is on
+        model(src, tgt_in, src_lengths=lengths),
+        fn.apply(model.params, src, tgt_in, src_lengths=lengths),
+    )
+    options = dict(src_lengths=lengths, start_token=1, end_token=2, max_length=4)
+    rnnjax.decoding.greedy(model.model, model.params, src, **options)
+
+
 def _dropout_model():
     body = rnnjax.serial(rnnjax.rnn(rnnjax.cells.gru(8), carry_dropout=0.3), rnnjax.dropout(0.5))
     return rnnjax.seq2seq(body, rnnjax.dense(2), in_size=D)
