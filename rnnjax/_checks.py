@@ -1,5 +1,7 @@
 """Input checks run at trace time, with errors that name what was expected and what arrived."""
 
+from numbers import Integral
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,3 +105,22 @@ def check_params(cell, params, fallback_input_size: int) -> None:
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): tuple(jnp.shape(leaf)) for path, leaf in leaves}
+
+
+def check_size(name: str, value) -> int:
+    """``value`` as an int >= 1 (a layer's width, a vocabulary, an input size)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+_EXAMPLES = {"Cell": "rnnjax.cells.lstm(64)", "Layer": "rnnjax.rnn(cell) or rnnjax.dense(10)"}
+
+
+def check_kind(name: str, value, kind: type) -> None:
+    """Refuses, where a model is built, a piece of the wrong kind (a layer where a cell goes, or
+    the reverse), which would otherwise fail later inside ``init`` or ``apply``."""
+    if not isinstance(value, kind):
+        example = _EXAMPLES.get(kind.__name__, "")
+        got = type(value).__name__
+        raise TypeError(f"{name} must be a {kind.__name__} (e.g. {example}), got a {got}")

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_range
+from rnnjax._checks import check_kind, check_range, check_size
 from rnnjax._stepping import at_last_step
 from rnnjax.cells import Cell, LSTMCarry
 from rnnjax.cells._base import (
@@ -72,6 +72,7 @@ def rnn(
       >>> layer = rnnjax.rnn(rnnjax.cells.lstm(64), carry_dropout=0.25)
       >>> params, out_size = layer.init(jax.random.key(0), 28)
     """
+    check_kind("rnn's cell", cell, Cell)
     for name, rate in (("input_dropout", input_dropout), ("carry_dropout", carry_dropout)):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {rate}")
@@ -159,6 +160,8 @@ def serial(*layers: Layer) -> Layer:
     """
     if not layers:
         raise ValueError("serial needs at least one layer, got none")
+    for i, layer in enumerate(layers):
+        check_kind(f"serial's layer {i}", layer, Layer)
 
     def init(key, in_size):
         params, size = {}, in_size
@@ -202,6 +205,7 @@ def _carries(carry, count: int, names: str) -> tuple:
 
 def residual(layer: Layer) -> Layer:
     """``ys = xs + layer(xs)``; the layer must keep the feature size."""
+    check_kind("residual's layer", layer, Layer)
 
     def init(key, in_size):
         params, out_size = layer.init(key, in_size)
@@ -230,6 +234,7 @@ def dense(
     ``compute_dtype`` (e.g. ``"bfloat16"``) runs the matmul at that precision with float32
     accumulation, as the cells' option of the same name.
     """
+    size = check_size("dense's size", size)
     phi = None if activation is None else resolve_activation(activation)
     compute_dtype = check_compute_dtype(compute_dtype)
 
@@ -255,6 +260,10 @@ standard_normal = jax.nn.initializers.normal(1.0)
 
 def embed(vocab_size: int, size: int, *, embedding_init=standard_normal) -> Layer:
     """Token embeddings: int ``[B, T]`` -> ``[B, T, size]``; params ``{"table": [V, size]}``."""
+    vocab_size, size = (
+        check_size("embed's vocab_size", vocab_size),
+        check_size("embed's size", size),
+    )
 
     def init(key, in_size):
         return {"table": embedding_init(key, (vocab_size, size), jnp.float32)}, size

@@ -8,6 +8,7 @@ enough to hide real errors.
 
 import functools
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from gradcheck import check_grads, fast_jit
 
+import rnnjax
 from rnnjax import cells
 from rnnjax.cells import LSTMCarry
 
@@ -573,3 +575,18 @@ def test_units_must_be_a_positive_int(factory):
     for units in (0, -3, 2.5):
         with pytest.raises(ValueError, match=f"units .* must be an int >= 1, got {units}"):
             factory(units)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: cells.gru(True), "units (its carry size) must be an int >= 1, got True"),
+        (lambda: cells.lru(4, output_size=0), "output_size must be an int >= 1, got 0"),
+        (lambda: cells.output_projection(cells.gru(4), 0), "size must be an int >= 1, got 0"),
+        (lambda: cells.output_projection(rnnjax.dense(3), 2), "cell must be a Cell"),
+        (lambda: cells.stack(cells.gru(4), rnnjax.rnn(cells.gru(4))), "stack's cell 1 must be"),
+    ],
+)
+def test_sizes_and_wrapped_cells_are_checked_where_built(make, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        make()

@@ -4,6 +4,8 @@ Truth comes from numpy pooling, ``rnnjax.unroll`` on each sequence alone, a Pyth
 ``decode_step`` and, at the end, an encoder–decoder that learns to reverse digit strings.
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -452,3 +454,32 @@ def test_trained_beam_of_one_is_greedy_and_beam_of_four_is_no_worse(reverser):
     np.testing.assert_array_equal(lengths, greedy_lengths)
     tokens4, _, _ = decoding.beam_search(model, params, **options, beam_size=4)
     assert exact_match(tokens4, held_out[3]) >= exact_match(greedy_tokens, held_out[3])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: rnnjax.rnn(rnnjax.dense(3)), "rnn's cell must be a Cell (e.g. rnnjax.cells"),
+        (lambda: rnnjax.bidirectional(cells.gru(3), rnnjax.dense(3)), "got a Layer"),
+        (lambda: rnnjax.serial(rnnjax.rnn(cells.gru(3)), cells.gru(3)), "serial's layer 1"),
+        (lambda: rnnjax.residual(cells.gru(3)), "residual's layer must be a Layer"),
+        (lambda: rnnjax.dense(0), "dense's size must be an int >= 1, got 0"),
+        (lambda: rnnjax.embed(10, 0), "embed's size must be an int >= 1, got 0"),
+        (lambda: seq2vec(cells.gru(H), identity, in_size=D), "body must be a Layer"),
+        (lambda: seq2seq(rnnjax.rnn(cells.gru(H)), identity, in_size=0), "in_size must be"),
+        (lambda: vec2seq(rnnjax.rnn(cells.gru(H)), identity, in_size=D, length=2), "a Cell"),
+        (
+            lambda: encoder_decoder(
+                rnnjax.rnn(cells.gru(H)),
+                rnnjax.rnn(cells.gru(H)),
+                src_embed=rnnjax.embed(5, 3),
+                tgt_embed=rnnjax.embed(5, 3),
+                head=rnnjax.dense(5),
+            ),
+            "decoder_cell must be a Cell",
+        ),
+    ],
+)
+def test_pieces_of_the_wrong_kind_or_size_are_refused_where_the_model_is_built(make, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        make()

@@ -2,12 +2,12 @@
 
 import functools
 from collections.abc import Callable
-from numbers import Integral
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_size
 from rnnjax._vma import varying_like
 
 Array = jax.Array
@@ -262,9 +262,8 @@ def carry_vector(units: int, parts: int = 1) -> jax.ShapeDtypeStruct:
     """One example's float32 carry vector of ``parts`` values per unit (an LRU's real and
     imaginary parts: 2), as a shape: building a cell touches no device, so
     ``distributed.split_cpu`` may still run after a model is built."""
-    if not isinstance(units, Integral) or units < 1:
-        raise ValueError(f"a cell's units (its carry size) must be an int >= 1, got {units!r}")
-    return jax.ShapeDtypeStruct((parts * int(units),), jnp.float32)
+    units = check_size("a cell's units (its carry size)", units)
+    return jax.ShapeDtypeStruct((parts * units,), jnp.float32)
 
 
 def carry_maker(template: Carry, learnable: bool):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_size
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
@@ -205,7 +206,7 @@ def lru(
         raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
     if max_phase <= 0:
         raise ValueError(f"max_phase must be positive, got {max_phase}")
-    out = units if output_size is None else output_size
+    out = units if output_size is None else check_size("output_size", output_size)
     carry_params, initial_carry = carry_maker(carry_vector(units, parts=2), learn_initial_carry)
 
     def init(key, input_size):

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_kind, check_size
 from rnnjax.cells._base import Cell, glorot_uniform, recur_with_mask, resolve_activation, zeros
 
 
@@ -18,6 +19,8 @@ def stack(*cells: Cell) -> Cell:
     """
     if not cells:
         raise ValueError("stack needs at least one cell, got none")
+    for i, cell in enumerate(cells):
+        check_kind(f"stack's cell {i}", cell, Cell)
     first, rest = cells[0], cells[1:]
 
     def init(key, input_size):
@@ -70,6 +73,8 @@ def output_projection(
     sequences, ``rnnjax.dense`` after ``rnnjax.rnn`` computes the same thing as one matmul.
     Params are ``{"cell": ..., "w": [O, size], "b": [size]}``.
     """
+    check_kind("output_projection's cell", cell, Cell)
+    size = check_size("output_projection's size", size)
     phi = None if activation is None else resolve_activation(activation)
 
     def init(key, input_size):

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_kind
 from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
@@ -108,6 +109,10 @@ def encoder_decoder(
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     if input_feeding and attention == "none":
         raise ValueError("input_feeding=True needs an attention decoder, got attention='none'")
+    check_kind("encoder", encoder, Layer)
+    check_kind("decoder_cell", decoder_cell, Cell)
+    for name, layer in (("src_embed", src_embed), ("tgt_embed", tgt_embed), ("head", head)):
+        check_kind(name, layer, Layer)
     attends, units = attention != "none", decoder_cell.output_size
 
     def init(key):

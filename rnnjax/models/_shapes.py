@@ -96,6 +96,9 @@ def checked_lengths(xs, lengths):
 
 def _body_head_init(body: Layer, head: Layer, in_size: int):
     """``init(key) -> {"body", "head"}`` with the head sized by the body's output."""
+    _checks.check_kind("body", body, Layer)
+    _checks.check_kind("head", head, Layer)
+    in_size = _checks.check_size("in_size", in_size)
 
     def init(key):
         kb, kh = jax.random.split(key)
@@ -130,8 +133,10 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
     """
     if mode not in VEC2SEQ_MODES:
         raise ValueError(f"mode must be one of {VEC2SEQ_MODES}, got {mode!r}")
-    if not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    length = _checks.check_size("length", length)
+    in_size = _checks.check_size("in_size", in_size)
+    _checks.check_kind("vec2seq's cell", cell, Cell)
+    _checks.check_kind("head", head, Layer)
     step_size = in_size if mode == "input" else 1
 
     def init(key):
