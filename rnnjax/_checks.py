@@ -1,6 +1,6 @@
 """Input checks run at trace time, with errors that name what was expected and what arrived."""
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import jax
 import jax.numpy as jnp
@@ -124,3 +124,12 @@ def check_kind(name: str, value, kind: type) -> None:
         example = _EXAMPLES.get(kind.__name__, "")
         got = type(value).__name__
         raise TypeError(f"{name} must be a {kind.__name__} (e.g. {example}), got a {got}")
+
+
+def check_bound(name: str, value) -> None:
+    """Checks that an optional clipping bound (``cell_clip``, ``recurrent_max``) is None or a
+    number > 0: clipping to ``[-v, v]`` with ``v <= 0`` would quietly pin the values."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+        raise ValueError(f"{name} must be None or a number > 0, got {value!r}")

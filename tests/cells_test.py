@@ -585,6 +585,9 @@ def test_units_must_be_a_positive_int(factory):
         (lambda: cells.output_projection(cells.gru(4), 0), "size must be an int >= 1, got 0"),
         (lambda: cells.output_projection(rnnjax.dense(3), 2), "cell must be a Cell"),
         (lambda: cells.stack(cells.gru(4), rnnjax.rnn(cells.gru(4))), "stack's cell 1 must be"),
+        (lambda: cells.lstm(4, cell_clip=0.0), "cell_clip must be None or a number > 0, got 0.0"),
+        (lambda: cells.indrnn(4, recurrent_max=-1), "recurrent_max must be None or a number > 0"),
+        (lambda: cells.lstm(4, proj_size=-2), "proj_size must be an int >= 1, got -2"),
     ],
 )
 def test_sizes_and_wrapped_cells_are_checked_where_built(make, message):

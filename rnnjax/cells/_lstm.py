@@ -5,6 +5,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_bound, check_size
 from rnnjax.cells._base import (
     Cell,
     FusedStep,
@@ -76,6 +77,9 @@ def lstm(
     Example:
       >>> cell = rnnjax.cells.lstm(128, peepholes=True, proj_size=64)
     """
+    check_bound("cell_clip", cell_clip)
+    if proj_size not in (None, 0):  # 0: none, as PyTorch's default
+        check_size("proj_size", proj_size)
     out = proj_size or units
     compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_bound
 from rnnjax.cells._base import (
     Cell,
     carry_maker,
@@ -102,6 +103,7 @@ def indrnn(
     """
     phi = resolve_activation(activation)
     compute_dtype = check_compute_dtype(compute_dtype)
+    check_bound("recurrent_max", recurrent_max)
     carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
 
     def init(key, input_size):
