@@ -14,10 +14,25 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax.models import EncoderDecoder
+from rnnjax.models._shapes import checked_lengths
 
 _STATIC = ("model", "start_token", "end_token", "max_length")
 
 
+def _lengths_checked_first(decode):
+    """``decode`` (jitted) with ``src_lengths`` checked while still concrete: under jit a length
+    past the source cannot raise, and would read its padding."""
+
+    @functools.wraps(decode)
+    def checked(model, params, src, *, src_lengths=None, **options):
+        if src_lengths is not None:
+            checked_lengths(src, src_lengths)
+        return decode(model, params, src, src_lengths=src_lengths, **options)
+
+    return checked
+
+
+@_lengths_checked_first
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def greedy(
     model: EncoderDecoder,
@@ -74,6 +89,7 @@ class _Beams(NamedTuple):
     done: jax.Array  # [B, K] bool
 
 
+@_lengths_checked_first
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "beam_size"))
 def beam_search(
     model: EncoderDecoder,

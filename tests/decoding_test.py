@@ -199,6 +199,16 @@ def test_tokens_outside_the_vocabulary_raise(random_model, decode):
             run(model, params, src, **tokens, max_length=3)
 
 
+@pytest.mark.parametrize("decode", ["greedy", "beam_search"])
+def test_source_lengths_past_the_source_raise(random_model, decode):
+    """Checked before the decoder is jitted: inside, a length past the source cannot raise."""
+    model, params, src = random_model
+    run = greedy if decode == "greedy" else functools.partial(beam_search, beam_size=2)
+    lengths = np.full(src.shape[0], src.shape[1] + 1)
+    with pytest.raises(ValueError, match=f"lengths must lie in \\[0, T={src.shape[1]}\\]"):
+        run(model, params, src, src_lengths=lengths, start_token=START, end_token=END, max_length=3)
+
+
 def test_an_empty_batch_decodes_to_empty_outputs_as_greedy_does(random_model):
     model, params, src = random_model
     options = dict(start_token=START, end_token=END, max_length=4)
