@@ -1,5 +1,6 @@
 """Input checks run at trace time, with errors that name what was expected and what arrived."""
 
+import functools
 from numbers import Integral, Real
 
 import jax
@@ -84,7 +85,7 @@ def check_params(cell, params, fallback_input_size: int) -> None:
         input_size = cell.input_size(params)
     except (KeyError, IndexError, TypeError, AttributeError):
         input_size = fallback_input_size
-    want = _shapes_by_path(jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size)))
+    want = _init_shapes(cell.init, input_size)
     got = _shapes_by_path(params)
     missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
     if missing or unexpected:
@@ -100,6 +101,12 @@ def check_params(cell, params, fallback_input_size: int) -> None:
             f"params must have the shapes of the cell's init for input size {input_size}: "
             + ", ".join(wrong)
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _init_shapes(init, input_size: int) -> dict[str, tuple[int, ...]]:
+    """The shapes ``init`` gives, by path; cached, as every unroll of a cell asks again."""
+    return _shapes_by_path(jax.eval_shape(lambda: init(jax.random.key(0), input_size)))
 
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:

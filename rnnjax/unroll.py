@@ -168,6 +168,10 @@ def _step_dtypes(cell: Cell, params, carry, xs_tm):
     (None for an empty sequence)."""
     if xs_tm.shape[0] == 0:
         return carry, None
+    dtypes = {jnp.result_type(a) for a in jax.tree.leaves((params, carry, xs_tm))}
+    floats = {d for d in dtypes if jnp.issubdtype(d, jnp.floating)}
+    if floats == {jnp.dtype(jnp.float32)}:  # the common case: no step to trace
+        return carry, jnp.dtype(jnp.float32)
     new, y = jax.eval_shape(lambda: cell.apply(params, carry, xs_tm[0]))
     return jax.tree.map(lambda c, s: c.astype(s.dtype), carry, new), y.dtype
 
