@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_size
 from rnnjax.models import EncoderDecoder
 from rnnjax.models._shapes import checked_lengths
 
@@ -60,7 +61,7 @@ def greedy(
       >>> tokens, lengths = rnnjax.decoding.greedy(model, params, src, start_token=1,
       ...                                          end_token=2, max_length=20)
     """
-    _check_length(max_length)
+    check_size("max_length", max_length)
     batch = src.shape[0]
     tokens = jnp.full((batch, max_length), end_token, jnp.int32)
     first = jnp.full((batch,), start_token, jnp.int32)
@@ -123,9 +124,8 @@ def beam_search(
       >>> tokens, lengths, scores = rnnjax.decoding.beam_search(
       ...     model, params, src, start_token=1, end_token=2, max_length=20, beam_size=4)
     """
-    _check_length(max_length)
-    if not isinstance(beam_size, Integral) or beam_size < 1:
-        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    check_size("max_length", max_length)
+    check_size("beam_size", beam_size)
     batch, k = src.shape[0], beam_size
     carry = model.encode(params, src, src_lengths)
     _check_tokens(model, params, carry, jnp.zeros((batch,), jnp.int32), start_token, end_token)
@@ -185,11 +185,6 @@ def _extend(beams: _Beams, log_p, t, end_token: int, alpha: float):
 
 def _penalty(steps: jax.Array, alpha: float) -> jax.Array:
     return ((5.0 + steps.astype(jnp.float32)) / 6.0) ** alpha
-
-
-def _check_length(max_length: int) -> None:
-    if not isinstance(max_length, Integral) or max_length < 1:
-        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
 
 
 def _check_tokens(model, params, carry, tokens, start_token: int, end_token: int) -> None:

@@ -9,11 +9,11 @@ is a single cell with the chapter's output projection. A ``Model`` hides its car
 """
 
 import functools
-from numbers import Integral
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax._checks import check_size
 from rnnjax.layers import Layer
 
 
@@ -42,8 +42,7 @@ def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
       >>> layer = rnnjax.serial(body, head)
       >>> out = rnnjax.generate(layer, {"0": params["body"], "1": params["head"]}, seed, steps=300)
     """
-    if not isinstance(steps, Integral) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    check_size("steps", steps)
     if not layer.causal:
         raise ValueError(
             "generate needs a causal layer (each output reads earlier inputs only), got one "

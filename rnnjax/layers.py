@@ -260,10 +260,8 @@ standard_normal = jax.nn.initializers.normal(1.0)
 
 def embed(vocab_size: int, size: int, *, embedding_init=standard_normal) -> Layer:
     """Token embeddings: int ``[B, T]`` -> ``[B, T, size]``; params ``{"table": [V, size]}``."""
-    vocab_size, size = (
-        check_size("embed's vocab_size", vocab_size),
-        check_size("embed's size", size),
-    )
+    vocab_size = check_size("embed's vocab_size", vocab_size)
+    size = check_size("embed's size", size)
 
     def init(key, in_size):
         return {"table": embedding_init(key, (vocab_size, size), jnp.float32)}, size
