@@ -76,11 +76,12 @@ def check_carry(carry, expected) -> None:
             raise TypeError(f"carry must have dtypes {dtypes}, got {actual}")
 
 
-def check_params(cell, params, fallback_input_size: int) -> None:
+def check_params(cell, params, fallback_input_size: int) -> int:
     """Checks that ``params`` have the entries and shapes ``cell.init`` gives (dtypes are
     free): a wrong leaf would otherwise fail deep inside the step, as a broadcasting error that
     names neither the param nor what it should be. The input size is the params' own
-    (``cell.input_size``), or ``fallback_input_size`` when they lack what it reads."""
+    (``cell.input_size``), or ``fallback_input_size`` when they lack what it reads; it is
+    returned."""
     try:
         input_size = cell.input_size(params)
     except (KeyError, IndexError, TypeError, AttributeError):
@@ -101,6 +102,7 @@ def check_params(cell, params, fallback_input_size: int) -> None:
             f"params must have the shapes of the cell's init for input size {input_size}: "
             + ", ".join(wrong)
         )
+    return input_size
 
 
 @functools.lru_cache(maxsize=256)

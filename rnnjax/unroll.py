@@ -89,8 +89,8 @@ def unroll(
     """
     if not (isinstance(remat, bool) or (isinstance(remat, Integral) and remat >= 1)):
         raise ValueError(f"remat must be a bool or an int >= 1 (steps per block), got {remat!r}")
-    _checks.check_params(cell, params, jnp.shape(xs)[-1] if jnp.ndim(xs) else 1)
-    xs_tm = _to_time_major(xs, cell.input_size(params), time_major)
+    input_size = _checks.check_params(cell, params, jnp.shape(xs)[-1] if jnp.ndim(xs) else 1)
+    xs_tm = _to_time_major(xs, input_size, time_major)
     time, batch = xs_tm.shape[:2]
     initial, y_dtype = _step_dtypes(cell, params, cell.initial_carry(params, (batch,)), xs_tm)
     initial = varying_like(initial, (params, xs_tm))
