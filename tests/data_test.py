@@ -85,6 +85,19 @@ def test_split_slices_are_cached_separately(idx_set, mnist_dir):
     assert data.load("mnist", "train", data_dir=mnist_dir)["image"].shape[0] == 20
 
 
+def test_a_prepared_set_loads_but_warns_of_a_manual_dir_without_the_files(
+    idx_set, mnist_dir, tmp_path, caplog
+):
+    """A prepared set needs no IDX files, but a mistyped manual_dir must not pass unnoticed."""
+    for manual_dir, warnings in ((idx_set[0], 0), (tmp_path / "typo", 1)):
+        caplog.clear()
+        for split in ("test", "train"):  # warned once, not at each split
+            arrays = data.load("mnist", split, data_dir=mnist_dir, manual_dir=manual_dir)
+            np.testing.assert_array_equal(arrays["label"], idx_set[1][split][1])
+        warning = f"manual_dir={manual_dir} lacks train-images-idx3-ubyte.gz"
+        assert caplog.text.count(warning) == warnings, caplog.text
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_missing_idx_files_fail_fast_with_instructions(tmp_path, name):
     start = time.perf_counter()

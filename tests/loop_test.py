@@ -313,6 +313,19 @@ def test_a_zero_step_cadence_is_named_before_anything_runs(dirs, tmp_path, key):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("below", ["", "run"])
+def test_a_file_where_the_workdir_goes_is_named_before_data_is_loaded(
+    dirs, tmp_path, monkeypatch, below
+):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("kept")
+    monkeypatch.setattr(loop.tasks, "build", lambda config: pytest.fail("data was loaded"))
+    config = launch.load_config(str(CONFIG), _overrides(dirs))
+    with pytest.raises(NotADirectoryError, match=f"workdir must be a directory, but {blocker}"):
+        train_and_evaluate(config, blocker / below)
+    assert blocker.read_text() == "kept"
+
+
 @pytest.mark.parametrize(
     ("changes", "named"),
     [

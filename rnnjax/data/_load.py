@@ -1,5 +1,6 @@
 """Loading tfds splits as numpy arrays through ``array_record`` (no TensorFlow), cached as .npz."""
 
+import functools
 import logging
 import zipfile
 import zlib
@@ -93,6 +94,8 @@ def _builder(name: str, data_dir: Path, manual_dir) -> tfds.core.DatasetBuilder:
         if not builder.is_prepared():
             config = tfds.download.DownloadConfig(manual_dir=str(_idx_folder(name, manual_dir)))
             builder.download_and_prepare(download_config=config)
+        elif manual_dir and (missing := _missing_idx_files(Path(manual_dir).expanduser())):
+            _warn_unread_manual_dir(str(manual_dir), ", ".join(missing), name, builder.data_dir)
         return builder
     try:
         builder = tfds.builder(name, data_dir=str(data_dir))
@@ -110,6 +113,18 @@ def _builder(name: str, data_dir: Path, manual_dir) -> tfds.core.DatasetBuilder:
             "or pass the data_dir that holds it."
         )
     return builder
+
+
+@functools.cache  # once per run, not at each split loaded
+def _warn_unread_manual_dir(manual_dir: str, missing: str, name: str, prepared: str) -> None:
+    """A prepared set needs no IDX files, but a mistyped path must not pass unnoticed."""
+    logging.warning(
+        "manual_dir=%s lacks %s; using %s as already prepared in %s.",
+        manual_dir,
+        missing,
+        name,
+        prepared,
+    )
 
 
 def _cached(cache: Path, builder, split: str) -> dict[str, np.ndarray] | None:
@@ -139,7 +154,7 @@ def _cached(cache: Path, builder, split: str) -> dict[str, np.ndarray] | None:
 def _idx_folder(name: str, manual_dir) -> Path:
     """Returns the folder holding the four IDX files for ``name``, or raises a helpful error."""
     folder = Path(manual_dir).expanduser() if manual_dir else _DEBIAN_DIRS.get(name)
-    missing = [f for f in IDX_FILES if folder is None or not (folder / f).is_file()]
+    missing = IDX_FILES if folder is None else _missing_idx_files(folder)
     if not missing:
         return folder
     hint = (
@@ -153,6 +168,10 @@ def _idx_folder(name: str, manual_dir) -> Path:
         f"{', '.join(IDX_FILES)} in manual_dir={str(folder) if folder else None!r}, missing "
         f"{', '.join(missing)}. Pass manual_dir=<folder with those files>.{hint}"
     )
+
+
+def _missing_idx_files(folder: Path) -> list[str]:
+    return [f for f in IDX_FILES if not (folder / f).is_file()]
 
 
 def _read_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
