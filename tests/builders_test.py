@@ -45,6 +45,24 @@ def test_unknown_cell_and_schedule_are_named():
         builders.optimizer(config)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"dropout": 1.5, "num_layers": 1}, r"model.dropout must be in \[0, 1\), got 1.5"),
+        ({"dropout": -0.1}, r"model.dropout must be in \[0, 1\), got -0.1"),
+        ({"num_layers": 0}, "model.num_layers must be an int >= 1, got 0"),
+        (
+            {"cell": "gru", "cell_options": {"peepholes": True, "reset_after": False}},
+            r"model.cell_options \['peepholes'\] are not options of the 'gru' cell; "
+            "its options: reset_after, kernel_init",
+        ),
+    ],
+)
+def test_a_bad_model_setting_names_its_key(overrides, named):
+    with pytest.raises(ValueError, match=named):
+        builders.recurrent_body(_model_config(**overrides))
+
+
 @pytest.mark.parametrize(("key", "value"), [("learning_rate", -1e-3), ("grad_clip_norm", -1.0)])
 def test_a_rate_or_clip_norm_that_would_climb_the_loss_is_refused(key, value):
     """Adam at a negative rate, or clipping to a negative norm (which flips every gradient),

@@ -81,3 +81,10 @@ def test_one_seed_for_train_and_test_is_refused():
     assert np.isin(test, train).all()  # why: the test split would measure recall
     with pytest.raises(ValueError, match="data.seed and data.test_seed must differ, got both 1"):
         tasks.build(config)
+
+
+@pytest.mark.parametrize("steps", [0, -1])
+def test_a_bad_generate_steps_is_named_before_training(steps):
+    """The report generates once training ends, which a bad count would only reach then."""
+    with pytest.raises(ValueError, match=f"generate_steps must be an int >= 1, got {steps}"):
+        tasks.build(_config("timeseries", generate_steps=steps))

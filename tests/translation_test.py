@@ -83,3 +83,19 @@ def test_exact_match_needs_every_token_and_the_end():
 def test_bad_encoder_is_named():
     with pytest.raises(ValueError, match=r"encoder must be one of \('rnn', 'bidirectional'\)"):
         tasks.build(tiny_config("dates_translation", **{"model.encoder": "cnn"}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("decoding.beam_size", 0, "decoding.beam_size must be an int >= 1, got 0"),
+        ("decoding.beam_examples", -1, "decoding.beam_examples must be an int >= 1, got -1"),
+        ("decoding.samples", -2, "decoding.samples must be an int >= 0, got -2"),
+        ("data.test_size", 0, "data.test_size must be an int >= 1, got 0"),
+    ],
+)
+def test_a_bad_decoding_or_size_setting_is_named_before_training(key, value, named):
+    """The report decodes once training ends, which a bad setting would only reach then (a
+    beam of 0 was greedy decoding reported as beam search)."""
+    with pytest.raises(ValueError, match=named):
+        tasks.build(tiny_config("dates_translation", **{key: value}))

@@ -1,8 +1,11 @@
 """Models and optimizers from ``ml_collections`` configs, so experiments hold no logic."""
 
+import inspect
+
 import optax
 
 from rnnjax import cells, layers, models
+from rnnjax._checks import check_size
 
 CELLS = {
     "simple": cells.simple,
@@ -19,7 +22,14 @@ def make_cell(name: str, units: int, **options) -> cells.Cell:
     """A cell by its name in ``CELLS`` with factory keyword options."""
     if name not in CELLS:
         raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {name!r}")
-    return CELLS[name](units, **options)
+    factory = CELLS[name]
+    accepted = list(inspect.signature(factory).parameters)[1:]  # after units
+    if unknown := sorted(options.keys() - set(accepted)):
+        raise ValueError(
+            f"model.cell_options {unknown} are not options of the {name!r} cell; "
+            f"its options: {', '.join(accepted)}"
+        )
+    return factory(units, **options)
 
 
 MIXED_PRECISION_CELLS = ("simple", "lstm", "gru", "indrnn")
@@ -61,6 +71,9 @@ def recurrent_body(model_config) -> layers.Layer:
     options = dict(model_config.get("cell_options", {}))
     if dtype := compute_dtype(model_config):
         options["compute_dtype"] = dtype
+    check_size("model.num_layers", model_config.num_layers)
+    if not 0 <= model_config.dropout < 1:  # even with one layer, where it is unused
+        raise ValueError(f"model.dropout must be in [0, 1), got {model_config.dropout!r}")
     body = []
     for i in range(model_config.num_layers):
         if i and model_config.dropout:

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no backend, no global figure state
 
 from rnnjax import layers, models
+from rnnjax._checks import check_size
 from rnnjax.data import series
 from rnnjax.generation import generate
 from rnnjax.train import builders, losses
@@ -25,6 +26,7 @@ GENERATION_FILE = "generation.png"
 def build(config) -> Task:
     """Windows of ``config.data`` (train and test from their own seeds) and the forecaster of
     ``config.model``; the report generates ``config.generate_steps`` values."""
+    check_size("generate_steps", config.generate_steps)  # the report runs once training ends
     data = config.data
     if data.seed == data.test_seed:  # the same draw: the test windows would be training ones
         raise ValueError(

@@ -15,6 +15,7 @@ import optax
 from matplotlib.figure import Figure  # no pyplot: no backend, no global figure state
 
 from rnnjax import decoding, layers, models
+from rnnjax._checks import check_size
 from rnnjax.data import translation
 from rnnjax.train import builders
 from rnnjax.train.tasks._task import Task
@@ -26,6 +27,9 @@ SAMPLES_FILE, BEAM_FILE, ATTENTION_FILE = "samples.txt", "beam.json", "attention
 def build(config) -> Task:
     """``config.data`` picks the problem and sizes, ``config.model`` the encoder–decoder and
     ``config.decoding`` the report's beam search (see ``experiments/configs/common.py``)."""
+    _check_decoding(config.decoding)  # the report runs once training ends: check it first
+    for key in ("train_size", "test_size"):
+        check_size(f"data.{key}", config.data[key])
     problem = translation.problem(config.data.name, max_digits=config.data.max_digits)
     train, test = translation.splits(
         problem, config.data.train_size, config.data.test_size, seed=config.data.seed
@@ -53,6 +57,14 @@ def build(config) -> Task:
             plot_attention(model, params, problem, test, workdir / ATTENTION_FILE)
 
     return Task(train, test, model, forward, sequence_xent, evaluate, report, 0, "exact_match")
+
+
+def _check_decoding(decoding_config) -> None:
+    for key in ("beam_size", "beam_examples"):
+        check_size(f"decoding.{key}", decoding_config[key])
+    samples = decoding_config.samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+        raise ValueError(f"decoding.samples must be an int >= 0, got {samples!r}")
 
 
 def encoder_decoder(model_config, problem: translation.Problem) -> models.EncoderDecoder:
