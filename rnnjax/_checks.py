@@ -87,11 +87,23 @@ def check_params(cell, params, fallback_input_size: int) -> int:
     except (KeyError, IndexError, TypeError, AttributeError):
         input_size = fallback_input_size
     want = _init_shapes(cell.init, input_size)
+    _compare_shapes(params, want, "the cell's init", f" for input size {input_size}")
+    return input_size
+
+
+def check_model_params(init, params) -> None:
+    """Checks that a model's ``params`` have the entries and shapes its ``init(key)`` gives,
+    naming each wrong one by its whole path (params of another model would otherwise fail on
+    a bare ``KeyError``, or deep in one layer)."""
+    _compare_shapes(params, _init_shapes(init, None), "the model's init", "")
+
+
+def _compare_shapes(params, want: dict, source: str, shapes_note: str) -> None:
     got = _shapes_by_path(params)
     missing, unexpected = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
     if missing or unexpected:
         raise ValueError(
-            "params must have the entries of the cell's init: missing "
+            f"params must have the entries of {source}: missing "
             f"{', '.join(missing) or 'none'}, unexpected {', '.join(unexpected) or 'none'}"
         )
     wrong = [
@@ -99,16 +111,16 @@ def check_params(cell, params, fallback_input_size: int) -> int:
     ]
     if wrong:
         raise ValueError(
-            f"params must have the shapes of the cell's init for input size {input_size}: "
-            + ", ".join(wrong)
+            f"params must have the shapes of {source}{shapes_note}: " + ", ".join(wrong)
         )
-    return input_size
 
 
 @functools.lru_cache(maxsize=256)
-def _init_shapes(init, input_size: int) -> dict[str, tuple[int, ...]]:
-    """The shapes ``init`` gives, by path; cached, as every unroll of a cell asks again."""
-    return _shapes_by_path(jax.eval_shape(lambda: init(jax.random.key(0), input_size)))
+def _init_shapes(init, input_size: int | None) -> dict[str, tuple[int, ...]]:
+    """The shapes ``init`` gives (a cell's, for ``input_size``; a model's, which takes the key
+    alone, for None), by path; cached, as every call of a model or unroll asks again."""
+    args = () if input_size is None else (input_size,)
+    return _shapes_by_path(jax.eval_shape(lambda: init(jax.random.key(0), *args)))
 
 
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:

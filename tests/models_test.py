@@ -483,3 +483,39 @@ def test_trained_beam_of_one_is_greedy_and_beam_of_four_is_no_worse(reverser):
 def test_pieces_of_the_wrong_kind_or_size_are_refused_where_the_model_is_built(make, message):
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         make()
+
+
+def _translator(units):
+    return encoder_decoder(
+        rnnjax.rnn(cells.gru(units)),
+        cells.gru(units),
+        src_embed=rnnjax.embed(5, 3),
+        tgt_embed=rnnjax.embed(5, 3),
+        head=rnnjax.dense(5),
+    )
+
+
+def test_params_of_another_model_are_named_by_their_whole_path():
+    """A missing entry failed on a bare KeyError, a wrong shape deep inside one layer with the
+    path inside that layer only."""
+    xs, tokens = jnp.ones((B, T, D)), jnp.ones((B, T), jnp.int32)
+    classifier = seq2vec(rnnjax.rnn(cells.gru(H)), rnnjax.dense(3), in_size=D)
+    params = classifier.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=re.escape("missing ['head']['b'], ['head']['w']")):
+        classifier.apply({"body": params["body"]}, xs)
+    wider = seq2vec(rnnjax.rnn(cells.gru(H)), rnnjax.dense(4), in_size=D).init(jax.random.key(0))
+    want = f"['head']['w'] ({H}, 4) (expected ({H}, 3))"
+    with pytest.raises(ValueError, match=re.escape(want)):
+        jax.jit(classifier.apply)(wider, xs)
+    translator = _translator(H)
+    other = _translator(H + 1).init(jax.random.key(0))
+    want = f"['encoder']['wh'] ({H + 1}, {3 * (H + 1)}) (expected ({H}, {3 * H}))"
+    for call in (
+        lambda: translator.apply(other, tokens, tokens),
+        lambda: decoding.greedy(
+            translator, other, tokens, start_token=1, end_token=2, max_length=3
+        ),
+    ):
+        with pytest.raises(ValueError, match=re.escape(want)):
+            call()
+    translator.apply(translator.init(jax.random.key(0)), tokens, tokens)  # its own params pass

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_kind
+from rnnjax._checks import check_kind, check_model_params
 from rnnjax._vma import varying_like
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer
@@ -135,6 +135,7 @@ def encoder_decoder(
         return params
 
     def encode(params, src, src_lengths=None, *, key=None):
+        check_model_params(init, params)
         src_lengths = checked_lengths(src, src_lengths)
         ks, ke = (None, None) if key is None else jax.random.split(key)
         _, xs = src_embed.apply(params["src_embed"], src, key=ks)

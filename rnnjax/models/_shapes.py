@@ -49,6 +49,7 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
     init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
+        _checks.check_model_params(init, params)
         lengths = checked_lengths(xs, lengths)
         kb, kh = (None, None) if key is None else jax.random.split(key)
         if pool == "last" and body.last is not None:  # no [B, T, H] outputs kept
@@ -73,6 +74,7 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
     init = _body_head_init(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
+        _checks.check_model_params(init, params)
         lengths = checked_lengths(xs, lengths)
         kb, kh = (None, None) if key is None else jax.random.split(key)
         _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
@@ -148,6 +150,7 @@ def vec2seq(cell: Cell, head: Layer, *, in_size: int, length: int, mode: str = "
         return params
 
     def apply(params, vec, *, lengths=None, key=None):
+        _checks.check_model_params(init, params)
         if jnp.ndim(vec) != 2 or jnp.shape(vec)[1] != in_size:
             raise ValueError(f"vec must be [B, {in_size}], got shape {jnp.shape(vec)}")
         batch = vec.shape[0]
