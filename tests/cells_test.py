@@ -455,6 +455,10 @@ def test_default_initial_carry_is_zeros_and_not_a_param(kind):
     sizes = [H, P] if kind == "lstm" else [H]
     assert [c.shape for c in jax.tree.leaves(carry)] == [(B, s) for s in sizes]
     assert all(np.all(np.asarray(c) == 0) for c in jax.tree.leaves(carry))
+    # An int B is (B,), as jnp.zeros takes it; anything else is named.
+    assert jax.tree.map(jnp.shape, cell.initial_carry(params, B)) == jax.tree.map(jnp.shape, carry)
+    with pytest.raises(TypeError, match=r"batch_shape must be a tuple of ints such as \(B,\)"):
+        cell.initial_carry(params, 2.5)
 
 
 # ---------------------------------------------------------------- activations

@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import jax
@@ -278,13 +279,25 @@ def carry_maker(template: Carry, learnable: bool):
         return {"carry0": zeros_carry(template, ())} if learnable else {}
 
     def initial_carry(params, batch_shape):
+        batch_shape = _batch_shape(batch_shape)
         if not learnable:
             return zeros_carry(template, batch_shape)
-        return jax.tree.map(
-            lambda c: jnp.broadcast_to(c, tuple(batch_shape) + c.shape), params["carry0"]
-        )
+        return jax.tree.map(lambda c: jnp.broadcast_to(c, batch_shape + c.shape), params["carry0"])
 
     return init_params, initial_carry
+
+
+def _batch_shape(batch_shape) -> tuple[int, ...]:
+    """``batch_shape`` as a tuple: ``(B,)``, ``()`` for one example, or an int B, as
+    ``jnp.zeros`` takes it."""
+    if isinstance(batch_shape, Integral) and not isinstance(batch_shape, bool):
+        return (batch_shape,)
+    try:
+        return tuple(batch_shape)  # its sizes may be symbolic (jax.export)
+    except TypeError:
+        raise TypeError(
+            f"batch_shape must be a tuple of ints such as (B,), or an int, got {batch_shape!r}"
+        ) from None
 
 
 def layer_normalize(x: Array, scale: Array, bias: Array, eps: float = 1e-5) -> Array:
