@@ -24,6 +24,15 @@ def check_sequence(
         raise ValueError(f"{name} must be {want}, got shape {shape}")
 
 
+def check_step_input(x, input_size: int) -> None:
+    """Checks one step's input ``x [..., D]`` against the params' input size D."""
+    shape = tuple(jnp.shape(x))
+    if not shape or shape[-1] != input_size:
+        raise ValueError(
+            f"x must be [..., {input_size}] (the params' input size), got shape {shape}"
+        )
+
+
 def check_lengths(lengths, batch: int, time: int) -> jax.Array:
     """Checks ``lengths`` is an integer ``[B]`` array (or list); concrete values must lie in
     ``[0, T]``. Returns it as an array."""

@@ -573,6 +573,27 @@ def test_bad_compute_dtype_raises():
 
 
 @pytest.mark.parametrize(
+    "make",
+    [
+        lambda: cells.simple(H),
+        lambda: cells.gru(H, reset_after=False),
+        lambda: cells.lstm(H, peepholes=True),
+        lambda: cells.lru(H),
+        lambda: cells.stack(cells.gru(H), cells.lstm(H)),
+        lambda: cells.output_projection(cells.min_lstm(H), 3),
+    ],
+    ids=["simple", "gru_before", "lstm_peepholes", "lru", "stack", "output_projection"],
+)
+def test_a_step_input_of_another_size_is_named(make):
+    """A cell stepped by hand (``apply``) got a dot_general shape error naming neither."""
+    cell = make()
+    params = cell.init(jax.random.key(0), D)
+    carry = cell.initial_carry(params, (B,))
+    with pytest.raises(ValueError, match=re.escape(f"x must be [..., {D}] (the params' input")):
+        cell.apply(params, carry, jnp.ones((B, D + 1)))
+
+
+@pytest.mark.parametrize(
     "factory", [cells.simple, cells.indrnn, cells.lstm, cells.gru, cells.min_gru, cells.lru]
 )
 def test_units_must_be_a_positive_int(factory):

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_size
+from rnnjax._checks import check_size, check_step_input
 from rnnjax._vma import varying_like
 
 Array = jax.Array
@@ -228,6 +228,7 @@ def hoistable(
     """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
 
     def apply(params, carry, x):
+        check_step_input(x, input_size(params))  # at trace time: a cell stepped by hand
         return recur(params, carry, project(params, x))
 
     return Cell(
