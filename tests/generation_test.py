@@ -108,3 +108,6 @@ def test_bad_arguments_name_what_was_expected():
         params, _ = future.init(jax.random.key(0), D)
         with pytest.raises(ValueError, match="needs a causal layer"):
             rnnjax.generate(future, params, _seed(), steps=3)
+    model = rnnjax.seq2seq(rnnjax.rnn(cells.simple(H)), rnnjax.dense(D), in_size=D)
+    with pytest.raises(TypeError, match=r"must be a Layer .* such as serial\(body, head\)"):
+        rnnjax.generate(model, model.init(jax.random.key(0)), _seed(), steps=3)
