@@ -33,6 +33,16 @@ def check_step_input(x, input_size: int) -> None:
         )
 
 
+def batch_entry(batch, name: str, reader: str):
+    """``batch[name]``, or a KeyError that names the reader and the keys the batch has."""
+    try:
+        return batch[name]
+    except KeyError:
+        raise KeyError(
+            f"{reader} reads batch[{name!r}], which this batch lacks (it has {sorted(batch)})"
+        ) from None
+
+
 def check_lengths(lengths, batch: int, time: int) -> jax.Array:
     """Checks ``lengths`` is an integer ``[B]`` array (or list); concrete values must lie in
     ``[0, T]``. Returns it as an array."""

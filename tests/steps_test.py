@@ -1,5 +1,7 @@
 """Tests for rnnjax/train/steps.py (and the optimizer builder whose clipping the steps rely on)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -172,3 +174,20 @@ def test_softmax_xent_equals_numpy_and_names_labels_of_the_wrong_shape():
     np.testing.assert_allclose(loss, np.mean(-log_probs[np.arange(6), labels]), rtol=1e-5)
     with pytest.raises(ValueError, match=r"labels must be .*\(6,\).* got .*\(6, 1\)"):
         softmax_xent(logits, {"labels": labels[:, None]})
+    with pytest.raises(TypeError, match="labels must be integer class indices, got dtype float32"):
+        softmax_xent(logits, {"labels": labels.astype(np.float32)})
+
+
+def test_a_batch_without_what_the_model_or_the_loss_reads_is_named(adam_step):
+    """They failed on a bare KeyError: 'labels'."""
+    state = init_state(MODEL, ADAM, jax.random.key(0))
+    eval_step = make_eval_step(MODEL, softmax_xent)
+    for lacking, reader in (("inputs", "the model's forward"), ("labels", "softmax_xent")):
+        batch = {k: v for k, v in _batch().items() if k != lacking}
+        want = f"{reader} reads batch['{lacking}'], which this batch lacks (it has {sorted(batch)})"
+        with pytest.raises(KeyError, match=re.escape(want)):
+            adam_step(state, batch)
+        with pytest.raises(KeyError, match=re.escape(want)):
+            eval_step(state.params, batch)
+    with pytest.raises(KeyError, match=re.escape("mse reads batch['targets']")):
+        mse(np.zeros((2, 1)), {"labels": np.zeros(2)})

@@ -6,15 +6,19 @@ Per-example metrics let the caller weight or mask them (padded evaluation batche
 import jax.numpy as jnp
 import optax
 
+from rnnjax._checks import batch_entry
+
 
 def softmax_xent(logits, batch):
     """Softmax cross-entropy on integer ``batch["labels"] [B]``, with per-example accuracy."""
-    labels = batch["labels"]
+    labels = batch_entry(batch, "labels", "softmax_xent")
     if labels.shape != logits.shape[:-1]:
         raise ValueError(
             f"labels must be {logits.shape[:-1]} (logits {logits.shape} without the class "
             f"axis), got {labels.shape}"
         )
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     return jnp.mean(losses), {"loss": losses, "accuracy": correct}
@@ -26,7 +30,7 @@ def mse(predictions, batch):
     The shapes must be equal: ``[B, 1]`` predictions against ``[B]`` targets would broadcast to
     ``[B, B]`` errors, a wrong loss without an error.
     """
-    targets = batch["targets"]
+    targets = batch_entry(batch, "targets", "mse")
     if targets.shape != predictions.shape:
         raise ValueError(
             f"targets must have the predictions' shape {predictions.shape}, got {targets.shape}"

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnjax._checks import batch_entry
 from rnnjax.train import distributed
 from rnnjax.train.state import TrainState, step_key
 
@@ -17,7 +18,8 @@ def model_forward(model):
     ``batch["inputs"]``, with the batch's ``"lengths"`` when it has them."""
 
     def forward(params, batch, key=None):
-        return model.apply(params, batch["inputs"], lengths=batch.get("lengths"), key=key)
+        inputs = batch_entry(batch, "inputs", "the model's forward")
+        return model.apply(params, inputs, lengths=batch.get("lengths"), key=key)
 
     return forward
 
