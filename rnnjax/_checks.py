@@ -1,7 +1,9 @@
 """Input checks run at trace time, with errors that name what was expected and what arrived."""
 
 import functools
+import os
 from numbers import Integral, Real
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +147,20 @@ def _init_shapes(init, input_size: int | None) -> dict[str, tuple[int, ...]]:
 def _shapes_by_path(tree) -> dict[str, tuple[int, ...]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(path): tuple(jnp.shape(leaf)) for path, leaf in leaves}
+
+
+def check_directory(path: Path, name: str) -> None:
+    """Fails fast when ``path`` cannot become a writable directory: it, or the nearest of its
+    parents that exists, is a file or cannot be written."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"{name} must be a directory, but {existing} is a file"
+            + ("" if existing == path else f" ({name}={path})")
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name} {path} cannot be written: {existing} is read-only")
 
 
 def check_size(name: str, value) -> int:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,6 +135,24 @@ def test_metadata_round_trip(tmp_path):
             ckpts.save(_state(8), {"step": 9}, force=True)
     with Checkpoints(tmp_path) as ckpts:
         assert ckpts.restore(_state(0))[1] == {**metadata, "step": 7}
+        assert ckpts.save(_state(9), force=True)  # metadata is optional
+        with pytest.raises(TypeError, match="metadata must be JSON-serialisable: .* ndarray"):
+            ckpts.save(_state(10), {"mean": np.zeros(2)}, force=True)
+        with pytest.raises(TypeError, match=r"state must have a .step .* got a dict"):
+            ckpts.save(_state(10).params, force=True)
+    with Checkpoints(tmp_path) as ckpts:
+        assert ckpts.restore(_state(0))[1] == {"step": 9}
+
+
+@pytest.mark.parametrize("below", ["", "checkpoints"])
+def test_a_file_where_the_directory_goes_is_named_at_once(tmp_path, below):
+    """orbax failed in a background thread and left the manager to fail at the first save."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("kept")
+    want = f"Checkpoints' directory must be a directory, but {blocker} is a file"
+    with pytest.raises(NotADirectoryError, match=re.escape(want)):
+        Checkpoints(blocker / below)
+    assert blocker.read_text() == "kept"
 
 
 def test_saves_every_n_steps_or_when_forced_and_keeps_the_last_k(tmp_path):

@@ -34,6 +34,7 @@ in flight), moves no damaged step aside and refuses to save.
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from rnnjax._checks import check_directory
 from rnnjax.train import distributed
 
 
@@ -78,6 +80,8 @@ class Checkpoints:
         if save_every_steps is not None and save_every_steps < 1:
             raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
         self.directory = _absolute(directory)
+        if "://" not in str(directory) and not read_only:  # orbax would fail in a thread
+            check_directory(Path(str(self.directory)), "Checkpoints' directory")
         self.keep, self.save_every_steps = keep, save_every_steps
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
@@ -91,13 +95,20 @@ class Checkpoints:
             self.directory, options=options, item_names=("state", "metadata")
         )
 
-    def save(self, state, metadata: dict, *, force: bool = False) -> bool:
+    def save(self, state, metadata: dict | None = None, *, force: bool = False) -> bool:
         """Saves ``state`` at step ``int(state.step)`` when due or forced; False when skipped.
 
-        ``metadata`` must be JSON-serialisable (e.g. the data position and the config); its
+        ``state`` is any pytree of arrays with a ``step`` (a ``TrainState``); ``metadata``, if
+        given, must be JSON-serialisable (e.g. the data position and the config); its
         ``"step"`` is set to the state's step. A step already saved is skipped.
         """
+        if not hasattr(state, "step"):
+            raise TypeError(
+                f"state must have a .step that numbers its checkpoint (a TrainState), got a "
+                f"{type(state).__name__}"
+            )
         step = int(state.step)
+        metadata = {} if metadata is None else metadata
         if self.read_only:
             raise RuntimeError(
                 f"Checkpoints({self.directory}) was opened read_only: cannot save step {step}"
@@ -107,7 +118,10 @@ class Checkpoints:
             return False
         if metadata.get("step", step) != step:
             raise ValueError(f"metadata['step'] is {metadata['step']}, but state.step is {step}")
-        metadata = json.loads(json.dumps({**metadata, "step": step}))  # as restore will see it
+        try:
+            metadata = json.loads(json.dumps({**metadata, "step": step}))  # as restore sees it
+        except TypeError as e:
+            raise TypeError(f"metadata must be JSON-serialisable: {e}") from None
         record = {
             "metadata": metadata,
             "layout": _layout(state),

@@ -4,7 +4,6 @@ import contextlib
 import fnmatch
 import functools
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from flax.traverse_util import flatten_dict
 from tqdm import tqdm
 
 from rnnjax import data
+from rnnjax._checks import check_directory
 from rnnjax.train import builders, distributed, tasks
 from rnnjax.train.checkpoints import Checkpoints
 from rnnjax.train.metrics import (
@@ -73,7 +73,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
     """
     workdir = Path(workdir)
     _check_settings(config)
-    _check_workdir(workdir)
+    check_directory(workdir, "workdir")  # before the data is loaded
     mesh = distributed.make_mesh(config.mesh.data)
     distributed.check_batch_size(config.batch_size, mesh.size)
     _check_resumable(config, workdir)
@@ -138,19 +138,6 @@ def _check_settings(config):
         if config[key] < least:
             raise ValueError(f"config.{key} must be >= {least} ({why}), got {config[key]!r}")
     builders.optimizer(config)  # raises on a bad learning_rate, lr_schedule or grad_clip_norm
-
-
-def _check_workdir(workdir: Path):
-    """Fails fast, before the data is loaded, when ``workdir`` cannot become a directory: it,
-    or the nearest of its parents that exists, is a file or cannot be written."""
-    existing = next(path for path in (workdir, *workdir.parents) if path.exists())
-    if not existing.is_dir():
-        raise NotADirectoryError(
-            f"workdir must be a directory, but {existing} is a file"
-            + ("" if existing == workdir else f" (workdir={workdir})")
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"workdir {workdir} cannot be written: {existing} is read-only")
 
 
 def _check_resumable(config, workdir: Path):
