@@ -96,7 +96,7 @@ MEMORY_GOAL_GIB, MEMORY_GOAL_T = 4, 16384
 
 _MODELS = flags.DEFINE_list("models", list(MODELS)[:4], f"Models, among {list(MODELS)}.")
 _FRAMEWORKS = flags.DEFINE_list("frameworks", list(FRAMEWORKS), f"Among {FRAMEWORKS}.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per round.", lower_bound=1)
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 5, "Round-robin rounds over the frameworks; the median is reported.", lower_bound=1
 )
@@ -105,12 +105,23 @@ _WARMUP = flags.DEFINE_integer(
 )
 _MODE = flags.DEFINE_enum("mode", "both", list(MODES), "Training, inference or both.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the JSON lines to this file.")
-_PEAK_SIZE = flags.DEFINE_integer("peak_size", 2048, "Size N of the N x N fp32 peak matmul.")
+_PEAK_SIZE = flags.DEFINE_integer(
+    "peak_size", 2048, "Size N of the N x N fp32 peak matmul.", lower_bound=1
+)
 _MEMORY = flags.DEFINE_bool("memory", False, "Measure peak RSS against T, remat off and on.")
 _MEMORY_LENGTHS = flags.DEFINE_list("memory_lengths", ["1024", "4096", "16384"], "Lengths T.")
-_MEMORY_BATCH = flags.DEFINE_integer("memory_batch", 16, "Batch size of the memory runs.")
-_REMAT = flags.DEFINE_integer("remat", 128, "Remat block k of the memory runs (k steps kept).")
+_MEMORY_BATCH = flags.DEFINE_integer(
+    "memory_batch", 16, "Batch size of the memory runs.", lower_bound=1
+)
+_REMAT = flags.DEFINE_integer(
+    "remat", 128, "Remat block k of the memory runs (k steps kept).", lower_bound=1
+)
 _MEMORY_CASE = flags.DEFINE_string("memory_case", None, "Internal: 'T,remat', one child run.")
+flags.register_validator(
+    "memory_lengths",
+    lambda lengths: all(t.isdigit() and int(t) >= 1 for t in lengths),
+    "--memory_lengths must be ints >= 1",
+)
 
 
 def forward_flops(spec: Spec) -> int:

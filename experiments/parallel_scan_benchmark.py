@@ -30,10 +30,17 @@ CELLS = {
 
 _CELLS = flags.DEFINE_list("cells", list(CELLS), f"Cells to time, among {list(CELLS)}.")
 _LENGTHS = flags.DEFINE_list("lengths", ["64", "256", "784", "4096"], "Sequence lengths T.")
-_BATCH = flags.DEFINE_integer("batch", 16, "Sequences per batch.")
-_UNITS = flags.DEFINE_integer("units", 128, "Hidden units.")
-_INPUT_SIZE = flags.DEFINE_integer("input_size", 8, "Input features per step.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed steps per measurement (median taken).")
+flags.register_validator(
+    "lengths",
+    lambda lengths: all(t.isdigit() and int(t) >= 1 for t in lengths),
+    "--lengths must be ints >= 1",
+)
+_BATCH = flags.DEFINE_integer("batch", 16, "Sequences per batch.", lower_bound=1)
+_UNITS = flags.DEFINE_integer("units", 128, "Hidden units.", lower_bound=1)
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 8, "Input features per step.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 10, "Timed steps per measurement (median taken).", lower_bound=1
+)
 
 
 def both_forms_ms(cell, length: int, batch: int, input_size: int, repeats: int) -> dict:

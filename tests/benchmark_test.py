@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import pytest
 from absl import app, flags
@@ -107,3 +108,18 @@ def test_missing_peers_are_skipped_with_a_note(monkeypatch, capsys):
 def test_unknown_framework_is_a_usage_error():
     with pytest.raises(app.UsageError, match="frameworks"):
         run_main(frameworks=["rnnjax", "tensorflow"])
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"steps": 0}, "--steps=0: 0 is not a positive integer"),
+        ({"memory_lengths": ["0"]}, "--memory_lengths must be ints >= 1"),
+        ({"remat": 0}, "--remat=0"),
+    ],
+)
+def test_counts_that_would_divide_by_zero_or_time_nothing_are_refused(values, named):
+    """``--steps=0`` died on a ZeroDivisionError after the warm-up; ``--memory_lengths=0``
+    printed a table of empty runs."""
+    with pytest.raises(flags.IllegalFlagValueError, match=re.escape(named)):
+        run_main(**values)

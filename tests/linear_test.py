@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 from jax.test_util import check_jvp, check_vjp
 
 import rnnjax
@@ -320,3 +322,12 @@ def test_benchmark_runs_and_finds_the_crossover():
     assert "T" in parallel_scan_benchmark.crossover(rows)
     fake = [{"T": 64, "speedup": 0.5}, {"T": 256, "speedup": 2.0}]
     assert "crossover at T ≈ 128 " in parallel_scan_benchmark.crossover(fake)
+
+
+def test_benchmark_refuses_lengths_and_counts_below_one():
+    """``--lengths=0`` reported "sequential faster at every T measured (up to T=0)"."""
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    for values in ({"lengths": ["0"]}, {"lengths": ["abc"]}, {"repeats": 0}, {"batch": 0}):
+        with pytest.raises(flags.IllegalFlagValueError), flagsaver.flagsaver(**values):
+            pass
