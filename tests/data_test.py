@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +97,26 @@ def test_a_prepared_set_loads_but_warns_of_a_manual_dir_without_the_files(
             np.testing.assert_array_equal(arrays["label"], idx_set[1][split][1])
         warning = f"manual_dir={manual_dir} lacks train-images-idx3-ubyte.gz"
         assert caplog.text.count(warning) == warnings, caplog.text
+
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (as .ci/run does)"
+)
+def test_fashion_mnist_builds_from_the_debian_package_by_default(tmp_path):
+    """The README's first command: no manual_dir, the Debian package's folder. Truth: the IDX
+    files decoded here with gzip and numpy alone, and the set's known first test labels."""
+    arrays = data.load("fashion_mnist", "test", data_dir=tmp_path)
+    with gzip.open(DEBIAN_FASHION / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read()[8:], np.uint8)
+    with gzip.open(DEBIAN_FASHION / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read()[16:], np.uint8).reshape(-1, 28, 28)
+    np.testing.assert_array_equal(arrays["label"], labels)
+    np.testing.assert_array_equal(arrays["image"], images)
+    assert list(labels[:5]) == [9, 2, 1, 1, 6]  # ankle boot, pullover, trouser, trouser, shirt
+    assert data.class_count("fashion_mnist", data_dir=tmp_path) == 10
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
