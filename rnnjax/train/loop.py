@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict
 from tqdm import tqdm
@@ -206,7 +205,7 @@ class _Run:
         stream = self._stream(self.task.train, first)
         for epoch in range(first // spe, config.num_epochs):
             start, tick = int(state.step), time.perf_counter()
-            sums = None if sums is None else jax.tree.map(jnp.asarray, sums)
+            train = _TrainSums(sums)
             bar = tqdm(
                 total=spe,
                 initial=start - epoch * spe,
@@ -217,20 +216,20 @@ class _Run:
             for step in range(start + 1, (epoch + 1) * spe + 1):  # the step each update ends at
                 batch = distributed.global_batch(next(stream), self.layout.batch)
                 state, metrics = self.train_step(state, batch)
-                sums = _accumulate(sums, metrics, step - 1)
+                train.add(step - 1, metrics)
                 bar.update()
                 if step % config.log_every_steps == 0:  # a host sync: also look for NaNs
-                    _check_finite(sums, self.ckpts)
-                    _show(bar, sums, step - epoch * spe)
+                    _check_finite(train.settle(), self.ckpts)
+                    _show(bar, train.settle(), step - epoch * spe)
                 if step % spe and self._stopping(stop, step):
-                    self._save(state, sums, epoch)
+                    self._save(state, train.settle(), epoch)
                     logging.warning("Stopped by a signal at step %d; rerun to resume.", step)
                     return state, False
                 if step % config.checkpoint_every_steps == 0 and step % spe:
-                    self._save(state, sums, epoch)
+                    self._save(state, train.settle(), epoch)
             bar.close()
             self._end_epoch(
-                state, sums, epoch, time.perf_counter() - tick, spe * (epoch + 1) - start
+                state, train.settle(), epoch, time.perf_counter() - tick, spe * (epoch + 1) - start
             )
             sums = None
             if distributed.any_process(stop()):
@@ -282,7 +281,6 @@ class _Run:
         """
         if sums is not None:
             _check_finite(sums, self.ckpts)
-            sums = {k: np.asarray(v).item() for k, v in jax.device_get(sums).items()}
         self.ckpts.save(state, {"epoch": epoch, "sums": sums}, force=True)
 
 
@@ -305,18 +303,38 @@ def evaluate(eval_step, params, arrays, batch_size: int, *, layout=None) -> dict
     return {name: float(value) / count for name, value in totals.items()}
 
 
-_NOT_SUMMED = ("finite", "grad_norm")
+class _TrainSums:
+    """An epoch's running train metrics: sums of each step's metrics (all but the finiteness
+    flag and the gradient norm) and the first step whose update was not finite.
 
+    A step's metrics stay on the devices until the sums are needed (log steps, saves, the
+    epoch's end, all host syncs anyway); then they are fetched together and added in step
+    order, in float64, so a resumed run (its sums restored from a checkpoint's JSON, exactly)
+    adds up to bitwise the same. Summing on the devices dispatched small programs at every
+    step (BUILD_NOTES.md)."""
 
-def _accumulate(sums, metrics, step):
-    """Adds a step's metrics (all but the finiteness flag and gradient norm) to the epoch's
-    sums, and records the first step whose update was not finite."""
-    if sums is None:  # an epoch's first step
-        sums = {k: jnp.zeros_like(v) for k, v in metrics.items() if k not in _NOT_SUMMED}
-        sums["first_nonfinite"] = jnp.full((), -1, jnp.int32)
-    bad = (~metrics["finite"]) & (sums["first_nonfinite"] < 0)
-    added = {k: sums[k] + v for k, v in metrics.items() if k not in _NOT_SUMMED}
-    return added | {"first_nonfinite": jnp.where(bad, step, sums["first_nonfinite"])}
+    _NOT_SUMMED = ("finite", "grad_norm")
+
+    def __init__(self, saved: dict | None = None):
+        self.sums = None if saved is None else dict(saved)
+        self.pending = []  # (step index, metrics on the devices)
+
+    def add(self, step: int, metrics: dict) -> None:
+        self.pending.append((step, metrics))
+
+    def settle(self) -> dict:
+        """The sums up to the last step added (a host sync)."""
+        fetched = jax.device_get([metrics for _, metrics in self.pending])
+        for (step, _), metrics in zip(self.pending, fetched, strict=True):
+            if self.sums is None:  # an epoch's first step
+                summed = [k for k in metrics if k not in self._NOT_SUMMED]
+                self.sums = {k: 0.0 for k in summed} | {"first_nonfinite": -1}
+            for key in self.sums.keys() - {"first_nonfinite"}:
+                self.sums[key] += float(metrics[key])
+            if not metrics["finite"] and self.sums["first_nonfinite"] < 0:
+                self.sums["first_nonfinite"] = step
+        self.pending = []
+        return self.sums
 
 
 def _means(sums, steps: int) -> dict:
@@ -324,7 +342,7 @@ def _means(sums, steps: int) -> dict:
 
 
 def _show(bar, sums, steps_done):
-    means = _means(jax.device_get(sums), max(steps_done, 1))
+    means = _means(sums, max(steps_done, 1))
     bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
 
 
