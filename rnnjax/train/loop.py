@@ -4,12 +4,12 @@ import contextlib
 import fnmatch
 import functools
 import json
+import math
 import signal
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 from flax.traverse_util import flatten_dict
 from tqdm import tqdm
@@ -290,17 +290,19 @@ def evaluate(eval_step, params, arrays, batch_size: int, *, layout=None) -> dict
     With a ``distributed.Layout`` (``eval_step`` made with it), every batch is split along the
     mesh's data axis, each process supplying its rows; ``batch_size`` must divide by the mesh.
     """
-    totals = None
+    sums = []  # each batch's, left on the devices and fetched together at the end
     for batch in data.eval_batches(arrays, batch_size):
         if layout is None:
             batch = jax.device_put(batch)
         else:
             batch = distributed.global_batch(distributed.process_rows(batch), layout.batch)
-        sums = eval_step(params, batch)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    count = float(totals.pop("count"))
-    return {name: float(value) / count for name, value in totals.items()}
+        sums.append(eval_step(params, batch))
+    if not sums:
+        raise ValueError("no examples to evaluate: the test split is empty")
+    fetched = jax.device_get(sums)
+    totals = {name: math.fsum(float(s[name]) for s in fetched) for name in fetched[0]}
+    count = totals.pop("count")
+    return {name: value / count for name, value in totals.items()}
 
 
 class _TrainSums:
