@@ -219,9 +219,9 @@ class _Run:
                 train.add(step - 1, metrics)
                 bar.update()
                 if step % config.log_every_steps == 0:  # a host sync: also look for NaNs
-                    sums = train.settle()
-                    _check_finite(sums, self.ckpts)
-                    _show(bar, sums, step - epoch * spe)
+                    running = train.settle()
+                    _check_finite(running, self.ckpts)
+                    _show(bar, running, step - epoch * spe)
                 if step % spe and self._stopping(stop, step):
                     self._save(state, train.settle(), epoch)
                     logging.warning("Stopped by a signal at step %d; rerun to resume.", step)
