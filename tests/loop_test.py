@@ -5,7 +5,6 @@ subprocess (SIGKILL mid-save, SIGKILL between saves, SIGTERM) or in-process (SIG
 an in-process rerun; each must end with the reference's train state bit for bit and its metrics.
 """
 
-import json
 import logging
 import os
 import re
@@ -18,7 +17,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from trainruns import restore_final_state
@@ -431,26 +429,3 @@ def test_a_bad_model_setting_fails_before_anything_is_written(
     with pytest.raises(ValueError, match=named):
         train_and_evaluate(config, tmp_path / "new")
     assert not (tmp_path / "new").exists()
-
-
-def test_train_sums_add_in_step_order_and_name_the_first_non_finite_step():
-    """Metrics stay on the devices until settled; the sums are float64, in step order, and
-    continue exactly from saved ones (a resume)."""
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=7).astype(np.float32)
-    finite = [True, True, False, True, False, True, True]
-    steps = [
-        {"loss": jnp.asarray(v), "grad_norm": jnp.asarray(1.0), "finite": jnp.asarray(f)}
-        for v, f in zip(values, finite, strict=True)
-    ]
-    whole = loop._TrainSums()
-    for i, metrics in enumerate(steps[:4]):
-        whole.add(i, metrics)
-    assert whole.settle() == {"loss": sum(float(v) for v in values[:4]), "first_nonfinite": 2}
-    saved = json.loads(json.dumps(whole.settle()))  # through a checkpoint's metadata
-    resumed = loop._TrainSums(saved)
-    for i, metrics in enumerate(steps[4:], start=4):
-        whole.add(i, metrics)
-        resumed.add(i, metrics)
-    assert resumed.settle() == whole.settle()
-    assert whole.settle() == {"loss": sum(float(v) for v in values), "first_nonfinite": 2}

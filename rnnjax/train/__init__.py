@@ -2,11 +2,12 @@
 
 from rnnjax.train import builders, distributed, launch, tasks
 from rnnjax.train.checkpoints import Checkpoints
-from rnnjax.train.loop import NonFiniteError, evaluate, train_and_evaluate
+from rnnjax.train.loop import NonFiniteError, train_and_evaluate
 from rnnjax.train.losses import mse, softmax_xent
 from rnnjax.train.metrics import MetricsWriter, plot_learning_curves, read_metrics
 from rnnjax.train.state import TrainState, init_state, step_key
 from rnnjax.train.steps import make_eval_step, make_train_step
+from rnnjax.train.sums import evaluate
 
 __all__ = [
     "Checkpoints",

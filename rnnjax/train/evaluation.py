@@ -10,10 +10,11 @@ import numpy as np
 from rnnjax import data
 from rnnjax.train import builders, tasks
 from rnnjax.train.checkpoints import Checkpoints
-from rnnjax.train.loop import CONFIG_FILE, evaluate
+from rnnjax.train.loop import CONFIG_FILE
 from rnnjax.train.metrics import plot_confusion_matrix
 from rnnjax.train.state import init_state
 from rnnjax.train.steps import make_eval_step
+from rnnjax.train.sums import evaluate
 
 CONFUSION_FILE = "confusion_matrix.png"
 
