@@ -596,10 +596,15 @@ def test_a_step_input_of_another_size_is_named(make):
 @pytest.mark.parametrize(
     "factory", [cells.simple, cells.indrnn, cells.lstm, cells.gru, cells.min_gru, cells.lru]
 )
-def test_units_must_be_a_positive_int(factory):
+def test_units_and_the_input_size_must_be_positive_ints(factory):
     for units in (0, -3, 2.5):
         with pytest.raises(ValueError, match=f"units .* must be an int >= 1, got {units}"):
             factory(units)
+    for size in (0, 2.0):  # 0 failed on a ZeroDivisionError inside the initialiser
+        with pytest.raises(
+            ValueError, match=f"a cell's input size must be an int >= 1, got {size}"
+        ):
+            factory(4).init(jax.random.key(0), size)
 
 
 @pytest.mark.parametrize(

@@ -227,12 +227,15 @@ def hoistable(
 ) -> Cell:
     """Builds a Cell whose step is ``recur(project(x))``, so ``unroll`` can hoist ``project``."""
 
+    def checked_init(key, size):
+        return init(key, check_size("a cell's input size", size))
+
     def apply(params, carry, x):
         check_step_input(x, input_size(params))  # at trace time: a cell stepped by hand
         return recur(params, carry, project(params, x))
 
     return Cell(
-        init,
+        checked_init,
         initial_carry,
         apply,
         output_size,
