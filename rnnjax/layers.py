@@ -239,6 +239,7 @@ def dense(
     compute_dtype = check_compute_dtype(compute_dtype)
 
     def init(key, in_size):
+        in_size = check_size("dense's input size", in_size)
         kw, kb = jax.random.split(key)
         w = kernel_init(kw, (in_size, size), jnp.float32)
         return {"w": w, "b": bias_init(kb, (size,), jnp.float32)}, size

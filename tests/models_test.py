@@ -464,6 +464,10 @@ def test_trained_beam_of_one_is_greedy_and_beam_of_four_is_no_worse(reverser):
         (lambda: rnnjax.serial(rnnjax.rnn(cells.gru(3)), cells.gru(3)), "serial's layer 1"),
         (lambda: rnnjax.residual(cells.gru(3)), "residual's layer must be a Layer"),
         (lambda: rnnjax.dense(0), "dense's size must be an int >= 1, got 0"),
+        (
+            lambda: rnnjax.serial(rnnjax.dense(3)).init(jax.random.key(0), 0),
+            "dense's input size must be an int >= 1, got 0",  # was a ZeroDivisionError
+        ),
         (lambda: rnnjax.embed(10, 0), "embed's size must be an int >= 1, got 0"),
         (lambda: seq2vec(cells.gru(H), identity, in_size=D), "body must be a Layer"),
         (lambda: seq2seq(rnnjax.rnn(cells.gru(H)), identity, in_size=0), "in_size must be"),
