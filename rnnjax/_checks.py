@@ -173,13 +173,14 @@ def check_size(name: str, value) -> int:
 _EXAMPLES = {"Cell": "rnnjax.cells.lstm(64)", "Layer": "rnnjax.rnn(cell) or rnnjax.dense(10)"}
 
 
-def check_kind(name: str, value, kind: type) -> None:
+def check_kind(name: str, value, kind: type, hint: str | None = None) -> None:
     """Refuses, where a model is built, a piece of the wrong kind (a layer where a cell goes, or
-    the reverse), which would otherwise fail later inside ``init`` or ``apply``."""
+    the reverse), which would otherwise fail later inside ``init`` or ``apply``. ``hint`` says
+    what goes there, when a general example would not."""
     if not isinstance(value, kind):
-        example = _EXAMPLES.get(kind.__name__, "")
+        hint = hint or f"e.g. {_EXAMPLES.get(kind.__name__, '')}"
         got = type(value).__name__
-        raise TypeError(f"{name} must be a {kind.__name__} (e.g. {example}), got a {got}")
+        raise TypeError(f"{name} must be a {kind.__name__} ({hint}), got a {got}")
 
 
 def check_bound(name: str, value) -> None:

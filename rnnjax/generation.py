@@ -13,7 +13,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnnjax._checks import check_size
+from rnnjax._checks import check_kind, check_size
 from rnnjax.layers import Layer
 
 
@@ -43,12 +43,8 @@ def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
       >>> out = rnnjax.generate(layer, {"0": params["body"], "1": params["head"]}, seed, steps=300)
     """
     check_size("steps", steps)
-    if not isinstance(layer, Layer):  # a Model hides the carry that generation runs on
-        raise TypeError(
-            "generate's layer must be a Layer [B, T, D] -> [B, T, D] that continues from a "
-            "carry, such as serial(body, head) for a seq2seq model's pieces, got a "
-            f"{type(layer).__name__}"
-        )
+    hint = "[B, T, D] -> [B, T, D] that continues from a carry, such as serial(body, head)"
+    check_kind("generate's layer", layer, Layer, hint)  # a Model hides its carry
     if not layer.causal:
         raise ValueError(
             "generate needs a causal layer (each output reads earlier inputs only), got one "

@@ -80,8 +80,8 @@ class Checkpoints:
         if save_every_steps is not None and save_every_steps < 1:
             raise ValueError(f"save_every_steps must be None or >= 1, got {save_every_steps}")
         self.directory = _absolute(directory)
-        if "://" not in str(directory) and not read_only:  # orbax would fail in a thread
-            check_directory(Path(str(self.directory)), "Checkpoints' directory")
+        if _is_local(directory) and not read_only:  # orbax would fail in a thread
+            check_directory(Path(directory), "Checkpoints' directory")
         self.keep, self.save_every_steps = keep, save_every_steps
         self.read_only = read_only
         options = ocp.CheckpointManagerOptions(
@@ -225,9 +225,13 @@ class Checkpoints:
 def _absolute(directory) -> epath.Path:
     """``directory`` made absolute when it is local: orbax's tensorstore refuses relative paths
     (a relative workdir failed at the first save); a URL (``gs://...``) stays as it is."""
-    if "://" in str(directory):
-        return epath.Path(directory)
-    return epath.Path(directory).absolute()
+    path = epath.Path(directory)
+    return path.absolute() if _is_local(directory) else path
+
+
+def _is_local(directory) -> bool:
+    """A path on this machine, not a URL such as ``gs://...``."""
+    return "://" not in str(directory)
 
 
 def _abstract(template):
