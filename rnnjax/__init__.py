@@ -2,7 +2,7 @@
 
 import importlib
 
-from rnnjax import cells, convert, decoding, nnx
+from rnnjax import cells, convert, decoding, nnx, sampling
 from rnnjax.cells import Cell
 from rnnjax.generation import generate
 from rnnjax.layers import (
@@ -35,6 +35,7 @@ __all__ = [
     "nnx",
     "residual",
     "rnn",
+    "sampling",
     "seq2seq",
     "seq2vec",
     "serial",

@@ -1,6 +1,6 @@
-"""Greedy and beam-search decoding for ``encoder_decoder`` models, compiled with jit.
+"""Greedy, sampled and beam-search decoding for ``encoder_decoder`` models, compiled with jit.
 
-Both loop over steps with ``lax.while_loop`` (static shapes; the loop stops early once every
+All three loop over steps with ``lax.while_loop`` (static shapes; the loop stops early once every
 hypothesis has emitted ``end_token``). Tokens come back ``[B, max_length]``, padded with
 ``end_token`` after it is emitted; ``lengths`` counts the tokens before the first
 ``end_token`` (``max_length`` if there is none), so ``tokens[b, :lengths[b]]`` is the output.
@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnnjax import sampling
 from rnnjax._checks import check_size
 from rnnjax.models import EncoderDecoder
 from rnnjax.models._shapes import checked_lengths
@@ -61,6 +62,72 @@ def greedy(
       >>> tokens, lengths = rnnjax.decoding.greedy(model, params, src, start_token=1,
       ...                                          end_token=2, max_length=20)
     """
+
+    def most_likely(t, logits):
+        return jnp.argmax(jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+
+    return _decode_one_by_one(
+        model, params, src, src_lengths, start_token, end_token, max_length, most_likely
+    )
+
+
+def _sampling_checked_first(decode):
+    """``decode`` (jitted) with the sampling options checked while still concrete."""
+
+    @functools.wraps(decode)
+    def checked(*args, temperature=1.0, top_k=None, top_p=None, **options):
+        sampling.check_options(temperature, top_k, top_p)
+        return decode(*args, temperature=temperature, top_k=top_k, top_p=top_p, **options)
+
+    return checked
+
+
+@_lengths_checked_first
+@_sampling_checked_first
+@functools.partial(jax.jit, static_argnames=(*_STATIC, "top_k"))
+def sample(
+    model: EncoderDecoder,
+    params,
+    src: jax.Array,
+    *,
+    key: jax.Array,
+    src_lengths: jax.Array | None = None,
+    start_token: int,
+    end_token: int,
+    max_length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Draws every step's token from the decoder's distribution (ancestral sampling), for
+    varied outputs where ``greedy`` and ``beam_search`` give the single most likely one.
+
+    Args:
+      model, params, src, src_lengths, start_token, end_token, max_length: as for ``greedy``.
+      key: a PRNG key; step t draws with ``jax.random.fold_in(key, t)``, so the same key gives
+        the same tokens.
+      temperature, top_k, top_p: as for ``rnnjax.sampling.draw`` (``top_k=1`` is greedy);
+        temperature and top_p may change without recompiling.
+
+    Returns:
+      ``(tokens [B, L] int32, lengths [B] int32)``, as ``greedy``.
+
+    Example:
+      >>> tokens, lengths = rnnjax.decoding.sample(model, params, src, key=key, start_token=1,
+      ...                                          end_token=2, max_length=20, temperature=0.7)
+    """
+
+    def drawn(t, logits):
+        step_key = jax.random.fold_in(key, t)
+        return sampling.draw(step_key, logits, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    return _decode_one_by_one(
+        model, params, src, src_lengths, start_token, end_token, max_length, drawn
+    )
+
+
+def _decode_one_by_one(model, params, src, src_lengths, start_token, end_token, max_length, pick):
+    """Feeds back, step by step, the token ``pick(t, logits [B, V])`` chooses."""
     check_size("max_length", max_length)
     batch = src.shape[0]
     tokens = jnp.full((batch, max_length), end_token, jnp.int32)
@@ -72,9 +139,8 @@ def greedy(
     def step(loop):
         t, carry, last, done, tokens = loop
         carry, logits = model.decode_step(params, carry, last)
-        best = jnp.argmax(jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
-        best = jnp.where(done, end_token, best).astype(jnp.int32)
-        return t + 1, carry, best, done | (best == end_token), tokens.at[:, t].set(best)
+        token = jnp.where(done, end_token, pick(t, logits)).astype(jnp.int32)
+        return t + 1, carry, token, done | (token == end_token), tokens.at[:, t].set(token)
 
     def running(loop):
         return (loop[0] < max_length) & ~jnp.all(loop[3])

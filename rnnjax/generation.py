@@ -1,24 +1,37 @@
-"""Creative generation: a next-value model fed its own predictions, compiled with jit.
+"""Creative generation: a next-value model or a language model fed its own predictions,
+compiled with jit.
 
 The model is one ``Layer`` from ``[B, T, D]`` to ``[B, T, D]`` whose outputs live where its
-inputs do. A Layer, not a ``Cell`` or a ``Model``, because it is the one unit that both takes
-and returns a carry *and* composes: ``serial(body, head)`` is a whole ``seq2seq`` model
-(dropout between layers included, off without a key), and ``rnn(output_projection(cell, D))``
-is a single cell with the chapter's output projection. A ``Model`` hides its carry, and a
-``Cell`` cannot hold dropout between stacked layers.
+inputs do, or from token ids ``[B, T]`` to logits ``[B, T, V]`` over the same ids. A Layer,
+not a ``Cell`` or a ``Model``, because it is the one unit that both takes and returns a carry
+*and* composes: ``serial(body, head)`` is a whole ``seq2seq`` model (dropout between layers
+included, off without a key), ``serial(embed(V, E), rnn(cell), dense(V))`` a language model,
+and ``rnn(output_projection(cell, D))`` a single cell with the chapter's output projection. A
+``Model`` hides its carry, and a ``Cell`` cannot hold dropout between stacked layers.
 """
 
 import functools
+from numbers import Real
 
 import jax
 import jax.numpy as jnp
 
+from rnnjax import sampling
 from rnnjax._checks import check_kind, check_size
 from rnnjax.layers import Layer
 
 
-@functools.partial(jax.jit, static_argnames=("layer", "steps"))
-def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
+def generate(
+    layer: Layer,
+    params,
+    seed: jax.Array,
+    *,
+    steps: int,
+    key: jax.Array | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> jax.Array:
     """Warms the carry up on ``seed``, then feeds every prediction back as the next input.
 
     The warm-up is one ``layer.apply`` over the whole seed (one ``unroll`` per recurrent layer);
@@ -27,21 +40,55 @@ def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
     through all ``steps`` (the book instead reran the model on the last ``n_steps`` values from
     a zero carry every step).
 
+    Values or tokens, by the seed's dtype:
+    - a float seed ``[B, T0, D]``: the layer outputs its next input ``[B, T, D]``, fed back as
+      it is (a next-value model);
+    - an int seed ``[B, T0]`` of token ids: the layer outputs logits ``[B, T, V]`` over its own
+      vocabulary (``serial(embed(V, E), rnn(...), dense(V))``, a language model); each step
+      feeds back the most likely token, or, with a ``key``, one drawn as by
+      ``rnnjax.sampling.draw`` (step t with ``jax.random.fold_in(key, t)``).
+
     Args:
-      layer: a layer ``[B, T, D] -> [B, T, D]`` that continues from a carry (``rnn``,
-        ``serial`` of ``rnn``/``dropout``/``dense``, ...; not ``bidirectional``, which would
-        need the future). Static: closed over by jit.
+      layer: a layer that continues from a carry (``rnn``, ``serial`` of
+        ``embed``/``rnn``/``dropout``/``dense``, ...; not ``bidirectional``, which would need
+        the future). Static: closed over by jit.
       params: its params.
-      seed: float ``[B, T0, D]``, T0 >= 1, the values the generation continues.
-      steps: number of values S >= 1 to generate.
+      seed: float ``[B, T0, D]`` or int ``[B, T0]``, T0 >= 1: what the generation continues.
+      steps: number of values or tokens S >= 1 to generate.
+      key, temperature, top_k, top_p: token seeds only; without a key the argmax, so the
+        other three need one. ``temperature`` and ``top_p`` may change without recompiling.
 
     Returns:
-      ``[B, S, D]``: the prediction after the seed's last value, then after each prediction.
+      ``[B, S, D]`` values or int32 ``[B, S]`` tokens: the prediction after the seed's last
+      element, then after each prediction.
 
     Example (the params of ``model = rnnjax.seq2seq(body, head, in_size=1)``):
       >>> layer = rnnjax.serial(body, head)
       >>> out = rnnjax.generate(layer, {"0": params["body"], "1": params["head"]}, seed, steps=300)
     """
+    sampling.check_options(temperature, top_k, top_p)
+    shaping = top_k is not None or top_p is not None or not _is_one(temperature)
+    if not jnp.issubdtype(jnp.result_type(seed), jnp.integer):
+        if key is not None or shaping:
+            raise ValueError(
+                "key, temperature, top_k and top_p sample tokens: they need an int seed "
+                f"[B, T0] of token ids, got a {jnp.result_type(seed)} seed"
+            )
+    elif key is None and shaping:
+        raise ValueError(
+            "temperature, top_k and top_p shape the distribution tokens are drawn from: they "
+            "need a key (without one, generation takes the most likely token)"
+        )
+    return _generate(layer, params, seed, key, temperature, top_p, steps=steps, top_k=top_k)
+
+
+def _is_one(temperature) -> bool:
+    """Whether ``temperature`` is the default 1 (a traced one is taken as set)."""
+    return isinstance(temperature, Real) and not isinstance(temperature, bool) and temperature == 1
+
+
+@functools.partial(jax.jit, static_argnames=("layer", "steps", "top_k"))
+def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     check_size("steps", steps)
     hint = "[B, T, D] -> [B, T, D] that continues from a carry, such as serial(body, head)"
     check_kind("generate's layer", layer, Layer, hint)  # a Model hides its carry
@@ -50,20 +97,34 @@ def generate(layer: Layer, params, seed: jax.Array, *, steps: int) -> jax.Array:
             "generate needs a causal layer (each output reads earlier inputs only), got one "
             "with a reverse rnn or a bidirectional layer, whose outputs read the future"
         )
-    if jnp.ndim(seed) != 3 or seed.shape[1] < 1:
-        raise ValueError(f"seed must be [B, T0, D] with T0 >= 1, got shape {jnp.shape(seed)}")
+    tokens = jnp.issubdtype(seed.dtype, jnp.integer)
+    if seed.ndim != (2 if tokens else 3) or seed.shape[1] < 1:
+        want = "[B, T0] of token ids" if tokens else "[B, T0, D]"
+        raise ValueError(f"seed must be {want} with T0 >= 1, got shape {seed.shape}")
     carry, ys = layer.apply(params, seed)
-    if ys.shape[-1] != seed.shape[-1]:
+    if tokens and ys.ndim != 3:
+        raise ValueError(f"layer must output logits [B, T, V] for token seeds, got {ys.shape}")
+    if not tokens and ys.shape[-1] != seed.shape[-1]:
         raise ValueError(
             f"layer must output its input size {seed.shape[-1]} to feed predictions back, "
             f"got output size {ys.shape[-1]}"
         )
 
-    def feed_back(loop, _):
+    def next_input(t, y):
+        """The input after output ``y`` (``[B, D]`` values or ``[B, V]`` logits) of step t."""
+        if not tokens:
+            return y
+        if key is None:
+            return jnp.argmax(y, axis=-1).astype(jnp.int32)
+        step_key = jax.random.fold_in(key, t)
+        return sampling.draw(step_key, y, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    def feed_back(loop, t):
         carry, x = loop
         carry, y = layer.apply(params, x[:, None], carry)
-        return (carry, y[:, 0]), y[:, 0]
+        x = next_input(t, y[:, 0])
+        return (carry, x), x
 
-    first = ys[:, -1]
-    _, rest = jax.lax.scan(feed_back, (carry, first), None, length=steps - 1)
+    first = next_input(0, ys[:, -1])
+    _, rest = jax.lax.scan(feed_back, (carry, first), jnp.arange(1, steps))
     return jnp.concatenate([first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)

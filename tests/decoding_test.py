@@ -1,9 +1,10 @@
-"""Tests for rnnjax/decoding.py: greedy and beam search against loops and exhaustive search.
+"""Tests for rnnjax/decoding.py: greedy, sampling and beam search against loops, exhaustive
+search and known probabilities.
 
-Truth: a Python loop of ``decode_step`` for greedy; every hypothesis scored by teacher forcing
-for beam search (a beam wider than the number of hypotheses must find the best one); and a
-hand-built model whose next-token probabilities are a table, where the answer is worked out
-by hand.
+Truth: a Python loop of ``decode_step`` for greedy and sampling; every hypothesis scored by
+teacher forcing for beam search (a beam wider than the number of hypotheses must find the best
+one); and a hand-built model whose next-token probabilities are a table, where the answer is
+worked out by hand, and sampled tokens and lengths must follow it.
 """
 
 import functools
@@ -13,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from distributions import assert_drawn_from
 
 import rnnjax
 from rnnjax import cells
-from rnnjax.decoding import beam_search, greedy
+from rnnjax.decoding import beam_search, greedy, sample
 from rnnjax.models import EncoderDecoder, encoder_decoder
 
 B, S, D, H = 4, 6, 4, 8
@@ -40,17 +42,17 @@ def random_model():
     return model, params, src
 
 
-def test_greedy_equals_a_python_loop_and_pads_with_end(random_model):
+def assert_a_python_loop_decodes_the_same(random_model, decoded, pick):
+    """``decoded`` (tokens, lengths) are what a Python loop of ``decode_step`` feeding back
+    ``pick(t, logits)`` gives for 7 steps, cut at the first END and padded with END."""
     model, params, src = random_model
-    tokens, lengths = greedy(
-        model, params, src, src_lengths=SRC_LENGTHS, start_token=START, end_token=END, max_length=7
-    )
+    tokens, lengths = decoded
     carry, last = model.encode(params, src, SRC_LENGTHS), jnp.full((B,), START)
     want = []
     decode_step = jax.jit(model.decode_step)
-    for _ in range(7):
+    for t in range(7):
         carry, logits = decode_step(params, carry, last)
-        last = jnp.argmax(logits, axis=-1)
+        last = pick(t, logits)
         want.append(np.asarray(last))
     want = np.stack(want, axis=1)
     for b in range(B):
@@ -59,7 +61,18 @@ def test_greedy_equals_a_python_loop_and_pads_with_end(random_model):
         assert lengths[b] == n
         np.testing.assert_array_equal(tokens[b, :n], want[b, :n])
         np.testing.assert_array_equal(tokens[b, n:], END)
-    assert 0 < int(jnp.sum(lengths)) < 7 * B  # the test sees both ended and unended outputs
+
+
+DECODE = dict(src_lengths=SRC_LENGTHS, start_token=START, end_token=END, max_length=7)
+
+
+def test_greedy_equals_a_python_loop_and_pads_with_end(random_model):
+    model, params, src = random_model
+    decoded = greedy(model, params, src, **DECODE)
+    assert_a_python_loop_decodes_the_same(
+        random_model, decoded, lambda t, logits: jnp.argmax(logits, axis=-1)
+    )
+    assert 0 < int(jnp.sum(decoded[1])) < 7 * B  # the test sees both ended and unended outputs
 
 
 def test_beam_of_one_is_greedy(random_model):
@@ -189,21 +202,28 @@ def test_greedy_on_the_table_stops_at_once_and_bad_sizes_raise():
         greedy(model, model.init(None), src, **options, max_length=2.5)
 
 
-@pytest.mark.parametrize("decode", ["greedy", "beam_search"])
+DECODERS = {
+    "greedy": greedy,
+    "sample": functools.partial(sample, key=jax.random.key(0)),
+    "beam_search": functools.partial(beam_search, beam_size=2),
+}
+
+
+@pytest.mark.parametrize("decode", DECODERS)
 def test_tokens_outside_the_vocabulary_raise(random_model, decode):
     model, params, src = random_model
-    run = greedy if decode == "greedy" else functools.partial(beam_search, beam_size=2)
+    run = DECODERS[decode]
     for tokens in (dict(start_token=V, end_token=END), dict(start_token=START, end_token=-1)):
         name = next(iter(k for k, v in tokens.items() if not 0 <= v < V))
         with pytest.raises(ValueError, match=f"{name} must be an int in \\[0, V={V}\\)"):
             run(model, params, src, **tokens, max_length=3)
 
 
-@pytest.mark.parametrize("decode", ["greedy", "beam_search"])
+@pytest.mark.parametrize("decode", DECODERS)
 def test_source_lengths_past_the_source_raise(random_model, decode):
     """Checked before the decoder is jitted: inside, a length past the source cannot raise."""
     model, params, src = random_model
-    run = greedy if decode == "greedy" else functools.partial(beam_search, beam_size=2)
+    run = DECODERS[decode]
     lengths = np.full(src.shape[0], src.shape[1] + 1)
     with pytest.raises(ValueError, match=f"lengths must lie in \\[0, T={src.shape[1]}\\]"):
         run(model, params, src, src_lengths=lengths, start_token=START, end_token=END, max_length=3)
@@ -244,3 +264,99 @@ def test_a_beam_wider_than_the_hypotheses_stops_once_they_have_finished():
     np.testing.assert_array_equal(lengths, [0, 0])
     np.testing.assert_array_equal(scores, [0.0, 0.0])
     assert len(steps) == 1, f"{len(steps)} decoder steps for a search that ends after one"
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_sampling_equals_a_python_loop_of_draws_fed_back(random_model):
+    model, params, src = random_model
+    key, options = jax.random.key(5), dict(temperature=1.5, top_k=3)
+    decoded = sample(model, params, src, key=key, **DECODE, **options)
+
+    def drawn(t, logits):
+        return rnnjax.sampling.draw(jax.random.fold_in(key, t), logits, **options)
+
+    assert_a_python_loop_decodes_the_same(random_model, decoded, drawn)
+    greedy_tokens, _ = greedy(model, params, src, **DECODE)
+    assert not np.array_equal(decoded[0], greedy_tokens)  # the draws mattered
+
+
+def test_top_k_of_one_samples_greedily_and_a_key_always_the_same_tokens(random_model):
+    model, params, src = random_model
+    want = greedy(model, params, src, **DECODE)
+    for seed in range(3):
+        got = sample(model, params, src, key=jax.random.key(seed), top_k=1, **DECODE)
+        jax.tree.map(np.testing.assert_array_equal, got, want)
+    first, again = (sample(model, params, src, key=jax.random.key(1), **DECODE) for _ in "12")
+    jax.tree.map(np.testing.assert_array_equal, again, first)
+
+
+TABLE_DRAWS = 8192
+
+
+def table_step_probabilities(temperature=1.0, top_k=None):
+    """Each step's next-token probabilities after the temperature and top-k, in numpy."""
+    p = np.exp(TABLE) ** (1.0 / temperature)
+    if top_k is not None:
+        p = np.where(p >= np.sort(p, axis=1)[:, -top_k : -top_k + 1], p, 0.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"temperature": 0.5}, {"top_k": 2}], ids=["plain", "cold", "top_k"]
+)
+def test_sampled_tokens_and_lengths_follow_the_tables_probabilities(options):
+    """The first token's distribution is step 0's row; a sequence has length n when steps
+    0..n-1 drew other tokens and step n drew END (max_length 5 when none did)."""
+    model = table_model()
+    src = jnp.zeros((TABLE_DRAWS, 1), jnp.int32)
+    tokens, lengths = sample(
+        model,
+        model.init(None),
+        src,
+        key=jax.random.key(6),
+        start_token=START,
+        end_token=END,
+        max_length=5,
+        **options,
+    )
+    p = table_step_probabilities(**options)
+    assert_drawn_from(tokens[:, 0], p[0])
+    go_on = np.cumprod(np.concatenate([[1.0], 1.0 - p[:, END]]))  # no END in the steps before
+    assert_drawn_from(lengths, np.append(go_on[:5] * p[:, END], go_on[5]))
+    ended = np.arange(5) >= np.asarray(lengths)[:, None]
+    np.testing.assert_array_equal(np.asarray(tokens)[ended], END)  # padded after the end
+
+
+def test_a_new_temperature_or_top_p_reuses_the_compiled_program(random_model):
+    model, params, src = random_model
+    options = dict(key=jax.random.key(0), start_token=START, end_token=END, max_length=4)
+    sample(model, params, src, temperature=0.5, top_p=0.9, **options)
+    compiled = sample.__wrapped__.__wrapped__  # under the two checks, the jitted decoder
+    before = compiled._cache_size()
+    sample(model, params, src, temperature=1.7, top_p=0.5, **options)
+    assert compiled._cache_size() == before
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": -1.0}, "temperature must be a finite number > 0, got -1.0"),
+        ({"top_k": V + 1}, f"top_k must be at most the vocabulary size V={V}, got {V + 1}"),
+        ({"top_p": 2}, r"top_p must be None or a number in \(0, 1\], got 2"),
+    ],
+)
+def test_bad_sampling_options_name_what_was_expected(random_model, options, message):
+    model, params, src = random_model
+    with pytest.raises(ValueError, match=message):
+        sample(
+            model,
+            params,
+            src,
+            key=jax.random.key(0),
+            start_token=START,
+            end_token=END,
+            max_length=3,
+            **options,
+        )

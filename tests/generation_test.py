@@ -1,6 +1,8 @@
-"""Tests for rnnjax/generation.py: generation against a Python loop over cell steps.
+"""Tests for rnnjax/generation.py: generation against Python loops.
 
-Truth: the cells stepped one value at a time in Python, each prediction fed back by hand.
+Truth: the cells stepped one value at a time in Python, each prediction fed back by hand; for
+language models, the whole layer rerun from a zero carry on the seed and every token chosen so
+far, each step's token picked from its last logits.
 """
 
 import jax
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import rnnjax
-from rnnjax import cells
+from rnnjax import cells, generation
 
 B, T0, D, H, STEPS = 3, 5, 2, 8, 12
 
@@ -85,9 +87,9 @@ def test_new_values_of_the_same_shapes_reuse_the_compiled_program():
     cell = cells.output_projection(cells.simple(H), D)
     layer, params = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
     rnnjax.generate(layer, params, _seed(), steps=STEPS)
-    before = rnnjax.generate._cache_size()
+    before = generation._generate._cache_size()
     rnnjax.generate(layer, params, _seed() + 1.0, steps=STEPS)
-    assert rnnjax.generate._cache_size() == before
+    assert generation._generate._cache_size() == before
 
 
 def test_bad_arguments_name_what_was_expected():
@@ -111,3 +113,61 @@ def test_bad_arguments_name_what_was_expected():
     model = rnnjax.seq2seq(rnnjax.rnn(cells.simple(H)), rnnjax.dense(D), in_size=D)
     with pytest.raises(TypeError, match=r"must be a Layer .* such as serial\(body, head\)"):
         rnnjax.generate(model, model.init(jax.random.key(0)), _seed(), steps=3)
+
+
+# ---------------------------------------------------------------- language models
+
+VOCAB, TOKEN_STEPS = 6, 6
+
+
+def _language_model():
+    """``serial(embed, rnn, dense)``: token ids to logits over the same ids, and a seed."""
+    layer = rnnjax.serial(rnnjax.embed(VOCAB, 4), rnnjax.rnn(cells.lstm(H)), rnnjax.dense(VOCAB))
+    params, _ = layer.init(jax.random.key(0), None)
+    params["2"]["w"] = params["2"]["w"] * 4.0  # peaked logits: greedy and sampled differ
+    seed = jax.random.randint(jax.random.key(1), (B, T0), 0, VOCAB)
+    return layer, params, seed
+
+
+def _rerun_on_the_prefix(layer, params, seed, pick):
+    """Each step reruns the layer on the seed and the tokens so far; ``pick(t, logits)``."""
+    last_logits = jax.jit(lambda tokens: layer.apply(params, tokens)[1][:, -1])
+    tokens = np.asarray(seed)
+    for t in range(TOKEN_STEPS):
+        token = np.asarray(pick(t, last_logits(jnp.asarray(tokens))))
+        tokens = np.concatenate([tokens, token[:, None]], axis=1)
+    return tokens[:, T0:]
+
+
+def test_a_language_model_feeds_back_its_most_likely_tokens():
+    layer, params, seed = _language_model()
+    got = rnnjax.generate(layer, params, seed, steps=TOKEN_STEPS)
+    assert got.dtype == jnp.int32
+    want = _rerun_on_the_prefix(layer, params, seed, lambda t, logits: jnp.argmax(logits, -1))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_language_model_with_a_key_feeds_back_drawn_tokens():
+    layer, params, seed = _language_model()
+    key, options = jax.random.key(2), dict(temperature=0.8, top_p=0.95)
+    got = rnnjax.generate(layer, params, seed, steps=TOKEN_STEPS, key=key, **options)
+
+    def drawn(t, logits):
+        return rnnjax.sampling.draw(jax.random.fold_in(key, t), logits, **options)
+
+    np.testing.assert_array_equal(got, _rerun_on_the_prefix(layer, params, seed, drawn))
+    assert not np.array_equal(got, rnnjax.generate(layer, params, seed, steps=TOKEN_STEPS))
+
+
+def test_sampling_options_need_tokens_and_a_key():
+    cell = cells.output_projection(cells.simple(H), D)
+    values = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
+    with pytest.raises(ValueError, match="need an int seed .* got a float32 seed"):
+        rnnjax.generate(*values, _seed(), steps=3, key=jax.random.key(0))
+    layer, params, seed = _language_model()
+    with pytest.raises(ValueError, match="need a key"):
+        rnnjax.generate(layer, params, seed, steps=3, top_k=2)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
+        rnnjax.generate(layer, params, seed, steps=3, key=jax.random.key(0), temperature=0)
+    with pytest.raises(ValueError, match=r"seed must be \[B, T0\] of token ids .* got shape"):
+        rnnjax.generate(layer, params, seed[..., None], steps=3)

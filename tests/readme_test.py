@@ -80,3 +80,9 @@ def test_the_readme_data_parallel_block_runs_as_written(tmp_path):
     devices = max(n for n in range(1, cores + 1) if 150 % n == 0)
     line = run(PARALLEL_PRELUDE + blocks[0] + PARALLEL_EPILOGUE, tmp_path)
     assert line == f"{devices} 1 True"
+
+
+def test_the_readme_language_model_block_runs_as_written(tmp_path):
+    (block,) = python_blocks("## API tour")
+    script = "import jax, jax.numpy as jnp, rnnjax\n" + block + "print(text.shape, text.dtype)\n"
+    assert run(script, tmp_path) == "(1, 100) int32"
