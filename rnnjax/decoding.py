@@ -72,12 +72,13 @@ def greedy(
 
 
 def _sampling_checked_first(decode):
-    """``decode`` (jitted) with the sampling options checked while still concrete."""
+    """``decode`` (jitted) with its key and sampling options checked while still concrete."""
 
     @functools.wraps(decode)
-    def checked(*args, temperature=1.0, top_k=None, top_p=None, **options):
+    def checked(*args, key, temperature=1.0, top_k=None, top_p=None, **options):
+        sampling.check_key(key)
         sampling.check_options(temperature, top_k, top_p)
-        return decode(*args, temperature=temperature, top_k=top_k, top_p=top_p, **options)
+        return decode(*args, key=key, temperature=temperature, top_k=top_k, top_p=top_p, **options)
 
     return checked
 

@@ -74,7 +74,9 @@ def generate(
                 "key, temperature, top_k and top_p sample tokens: they need an int seed "
                 f"[B, T0] of token ids, got a {jnp.result_type(seed)} seed"
             )
-    elif key is None and shaping:
+    elif key is not None:
+        sampling.check_key(key)
+    elif shaping:
         raise ValueError(
             "temperature, top_k and top_p shape the distribution tokens are drawn from: they "
             "need a key (without one, generation takes the most likely token)"

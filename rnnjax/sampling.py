@@ -29,6 +29,19 @@ def check_options(temperature, top_k, top_p) -> None:
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
+def check_key(key) -> None:
+    """Checks ``key`` is one PRNG key: ``jax.random.key(n)``, or the raw ``uint32 [2]`` of
+    ``jax.random.PRNGKey(n)``."""
+    if isinstance(key, jax.Array | np.ndarray):
+        typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+        if typed or (key.dtype == np.uint32 and key.shape == (2,)):
+            return
+        got = f"an array of shape {key.shape} and dtype {key.dtype}"
+    else:
+        got = repr(key)
+    raise TypeError(f"key must be one PRNG key such as jax.random.key(0), got {got}")
+
+
 def _number(value) -> bool:
     """A real number: a Python or numpy scalar, or a 0-d numpy or JAX array of one."""
     if isinstance(value, bool | np.bool_):

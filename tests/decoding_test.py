@@ -340,23 +340,21 @@ def test_a_new_temperature_or_top_p_reuses_the_compiled_program(random_model):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, error, message",
     [
-        ({"temperature": -1.0}, "temperature must be a finite number > 0, got -1.0"),
-        ({"top_k": V + 1}, f"top_k must be at most the vocabulary size V={V}, got {V + 1}"),
-        ({"top_p": 2}, r"top_p must be None or a number in \(0, 1\], got 2"),
+        ({"temperature": -1.0}, ValueError, "temperature must be a finite number > 0, got -1.0"),
+        (
+            {"top_k": V + 1},
+            ValueError,
+            f"top_k must be at most the vocabulary size V={V}, got {V + 1}",
+        ),
+        ({"top_p": 2}, ValueError, r"top_p must be None or a number in \(0, 1\], got 2"),
+        ({"key": 0}, TypeError, r"key must be one PRNG key such as jax.random.key\(0\), got 0"),
+        ({"key": jax.random.split(jax.random.key(0))}, TypeError, "got an array of shape \\(2,\\)"),
     ],
 )
-def test_bad_sampling_options_name_what_was_expected(random_model, options, message):
+def test_bad_sampling_options_name_what_was_expected(random_model, options, error, message):
     model, params, src = random_model
-    with pytest.raises(ValueError, match=message):
-        sample(
-            model,
-            params,
-            src,
-            key=jax.random.key(0),
-            start_token=START,
-            end_token=END,
-            max_length=3,
-            **options,
-        )
+    options = {"key": jax.random.key(0)} | options
+    with pytest.raises(error, match=message):
+        sample(model, params, src, start_token=START, end_token=END, max_length=3, **options)

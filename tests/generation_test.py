@@ -167,6 +167,8 @@ def test_sampling_options_need_tokens_and_a_key():
     layer, params, seed = _language_model()
     with pytest.raises(ValueError, match="need a key"):
         rnnjax.generate(layer, params, seed, steps=3, top_k=2)
+    with pytest.raises(TypeError, match=r"key must be one PRNG key .*, got 7"):
+        rnnjax.generate(layer, params, seed, steps=3, key=7)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
         rnnjax.generate(layer, params, seed, steps=3, key=jax.random.key(0), temperature=0)
     with pytest.raises(ValueError, match=r"seed must be \[B, T0\] of token ids .* got shape"):
