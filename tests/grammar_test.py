@@ -1,4 +1,5 @@
-"""Tests of rnnjax/data/grammar.py: embedded Reber strings, valid and corrupted."""
+"""Tests of rnnjax/data/grammar.py: embedded Reber strings, valid and corrupted, and the
+language-model dataset with its optimal loss."""
 
 import numpy as np
 import pytest
@@ -94,9 +95,47 @@ def test_one_hot_round_trips():
         (lambda: grammar.embedded_reber_strings(1, seed=0), "num_examples must be an integer >= 2"),
         (lambda: grammar.embedded_reber_dataset(2.5, seed=0), "got 2.5"),
         (lambda: grammar.one_hot([]), "non-empty list"),
+        (lambda: grammar.reber_language_dataset(0, seed=0), "integer >= 1, got 0"),
         (lambda: grammar.one_hot(["BTA", "BZ"]), r"only 'BEPSTVX', got also \['A', 'Z'\]"),
     ],
 )
 def test_bad_arguments_name_what_was_expected(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def choices_by_the_checker(string: str) -> list[int]:
+    """How many symbols the independent automaton accepts after each proper prefix."""
+    counts, state = [], "begin"
+    for symbol in string[:-1]:
+        state = TABLE[(state, symbol)]
+        counts.append(sum((state, s) in TABLE for s in grammar.SYMBOLS))
+    return counts
+
+
+def test_language_dataset_shifts_valid_strings_and_knows_their_branch_points():
+    data = grammar.reber_language_dataset(300, seed=4)
+    assert set(data) == {"inputs", "targets", "lengths", "target_lengths", "optimal_loss"}
+    np.testing.assert_array_equal(data["target_lengths"], data["lengths"])
+    assert data["inputs"].dtype == data["targets"].dtype == np.int32
+    assert grammar.next_symbol_choices("BTBTXSETE") == [2, 1, 2, 2, 2, 1, 1, 1]  # by hand
+    for inputs, targets, n, optimal in zip(
+        data["inputs"], data["targets"], data["lengths"], data["optimal_loss"], strict=True
+    ):
+        string = "".join(grammar.SYMBOLS[i] for i in inputs[:n]) + "E"
+        assert accepts(string)
+        np.testing.assert_array_equal(targets[:n], [grammar.SYMBOLS.index(c) for c in string[1:]])
+        assert not inputs[n:].any() and not targets[n:].any()
+        choices = choices_by_the_checker(string)
+        assert grammar.next_symbol_choices(string) == choices
+        assert optimal == pytest.approx(np.log(2) * choices.count(2) / n, rel=1e-6)
+
+
+def test_a_strings_frequency_is_one_half_per_branch_point():
+    """The optimal loss assumes each branch is taken with probability 1/2: "BTBTXSETE" has 4
+    branch points, so the generator draws it 1/16 of the time."""
+    rng = np.random.default_rng(0)
+    draws = 16_000
+    count = sum(grammar.embedded_reber_string(rng) == "BTBTXSETE" for _ in range(draws))
+    p = 2.0 ** -grammar.next_symbol_choices("BTBTXSETE").count(2)
+    assert abs(count / draws - p) < 5 * np.sqrt(p * (1 - p) / draws)

@@ -93,6 +93,21 @@ def adding_config(**model) -> ml_collections.ConfigDict:
     return config
 
 
+def reber_config(task: str, *, train_size: int, test_size: int, **model):
+    """Embedded Reber strings (``rnnjax.data.grammar``) for ``task`` ("reber" or "reber_lm"):
+    a GRU of 30 units, 20 epochs of batches of 32, Adam 3e-3; ``model`` adds entries."""
+    config = base_config(task)
+    config.num_epochs = 20
+    config.batch_size = 32
+    config.learning_rate = 3e-3
+    config.data = ml_collections.ConfigDict()
+    config.data.train_size = train_size
+    config.data.test_size = test_size
+    config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
+    config.model = recurrent_model(cell="gru", units=30, **model)
+    return config
+
+
 def translation_config(problem: str, **model) -> ml_collections.ConfigDict:
     """An encoder–decoder task (``rnnjax.train.tasks.translation``): "dates" or "addition"."""
     config = base_config("translation")

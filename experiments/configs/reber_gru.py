@@ -17,19 +17,8 @@ ones, so 77% of them (94% of the valid ones, 60% of the corrupted) also occur am
 strings; on 4,658 fresh strings absent from training the trained model scored 0.998.
 """
 
-import ml_collections
-
-from experiments.configs.common import base_config, recurrent_model
+from experiments.configs.common import reber_config
 
 
 def get_config():
-    config = base_config("reber")
-    config.num_epochs = 20
-    config.batch_size = 32
-    config.learning_rate = 3e-3
-    config.data = ml_collections.ConfigDict()
-    config.data.train_size = 10_000
-    config.data.test_size = 2_000
-    config.data.seed = 0  # train from (seed, 0), test from (seed, 1)
-    config.model = recurrent_model(cell="gru", units=30, pool="last")
-    return config
+    return reber_config("reber", train_size=10_000, test_size=2_000, pool="last")

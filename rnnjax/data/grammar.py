@@ -110,3 +110,45 @@ def embedded_reber_dataset(num_examples: int, *, seed) -> dict[str, np.ndarray]:
     """``embedded_reber_strings`` one-hot encoded: ``{"inputs", "lengths", "labels"}``."""
     strings, labels = embedded_reber_strings(num_examples, seed=seed)
     return one_hot(strings) | {"labels": labels}
+
+
+def reber_language_dataset(num_examples: int, *, seed) -> dict[str, np.ndarray]:
+    """Valid embedded Reber strings for next-symbol prediction (a language model).
+
+    Returns:
+      ``inputs`` int32 ``[N, T]``: each string's symbol ids (``SYMBOLS.index``) but its last
+      (E); ``targets`` ``[N, T]``: all but its first (B); both right-padded with 0;
+      ``lengths`` and ``target_lengths`` int32 ``[N]``: its length - 1; ``optimal_loss``
+      float32 ``[N]``: the grammar's own mean cross-entropy over the string's predictions,
+      ``ln 2`` for each of its branch points (the loss of a model that knows the grammar).
+    """
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"num_examples must be an integer >= 1, got {num_examples!r}")
+    rng = np.random.default_rng(seed)
+    strings = [embedded_reber_string(rng) for _ in range(num_examples)]
+    lengths = np.array([len(s) - 1 for s in strings], np.int32)
+    inputs = np.zeros((num_examples, lengths.max()), np.int32)
+    targets = np.zeros_like(inputs)
+    for row, string in enumerate(strings):
+        ids = [SYMBOLS.index(c) for c in string]
+        inputs[row, : len(ids) - 1], targets[row, : len(ids) - 1] = ids[:-1], ids[1:]
+    branches = np.array([sum(n == 2 for n in next_symbol_choices(s)) for s in strings])
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "lengths": lengths,
+        "target_lengths": lengths,
+        "optimal_loss": (np.log(2.0) * branches / lengths).astype(np.float32),
+    }
+
+
+def next_symbol_choices(string: str) -> list[int]:
+    """How many symbols the grammar allows after each prefix ``string[:t + 1]`` of an embedded
+    Reber string, for t = 0 .. len - 2: 2 after B (T or P) and at the inner string's branching
+    states, 1 everywhere else."""
+    choices = [2, 1]  # after B: T or P; after the wrap symbol: the inner B
+    state = 0
+    for symbol in string[2:-2]:
+        state = dict(REBER[state])[symbol]
+        choices.append(1 if state is None else len(REBER[state]))
+    return choices + [1]  # after the closing wrap symbol: E

@@ -16,6 +16,7 @@ TASKS = {  # name: the module of rnnjax.train.tasks whose build(config) makes it
     "adding": "memory",  # the adding problem (regression at the last step)
     "copy": "memory",  # the copy task (recall a sequence after a delay)
     "reber": "grammar",  # embedded Reber grammar strings: valid or not, variable lengths
+    "reber_lm": "grammar",  # a language model of the grammar, generating strings
     "translation": "translation",  # encoder–decoder: dates in words to ISO, or addition
 }
 

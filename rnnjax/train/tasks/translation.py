@@ -11,13 +11,12 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from matplotlib.figure import Figure  # no pyplot: no backend, no global figure state
 
 from rnnjax import decoding, layers, models
 from rnnjax._checks import check_size
 from rnnjax.data import translation
-from rnnjax.train import builders
+from rnnjax.train import builders, losses
 from rnnjax.train.tasks._task import Task
 
 ENCODERS = ("rnn", "bidirectional")
@@ -47,7 +46,7 @@ def build(config) -> Task:
         )
 
     def evaluate(params, batch):
-        _, metrics = sequence_xent(forward(params, batch), batch)
+        _, metrics = losses.sequence_xent(forward(params, batch), batch)
         tokens, lengths = _decode(model, params, batch, problem.target_width)
         return metrics | {"exact_match": exact_match(tokens, lengths, batch)}
 
@@ -56,7 +55,8 @@ def build(config) -> Task:
         if config.model.attention != "none":
             plot_attention(model, params, problem, test, workdir / ATTENTION_FILE)
 
-    return Task(train, test, model, forward, sequence_xent, evaluate, report, 0, "exact_match")
+    loss = losses.sequence_xent
+    return Task(train, test, model, forward, loss, evaluate, report, 0, "exact_match")
 
 
 def _check_decoding(decoding_config) -> None:
@@ -83,20 +83,6 @@ def encoder_decoder(model_config, problem: translation.Problem) -> models.Encode
         attention=model_config.attention,
         input_feeding=model_config.input_feeding,
     )
-
-
-def sequence_xent(logits, batch):
-    """Cross-entropy over each example's target tokens (END included, padding not): the mean
-    over all tokens, with per-example ``loss`` and ``token_accuracy``. Evaluation averages the
-    per-example means over examples, so ``test_loss`` weighs a short target as much as a long
-    one; for fixed-length targets (dates) it is the same mean."""
-    targets = batch["targets"]
-    mask = models.valid_mask(batch["target_lengths"], targets.shape[1])
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, targets) * mask
-    correct = (jnp.argmax(logits, axis=-1) == targets) & mask
-    count = jnp.maximum(jnp.sum(mask, axis=1), 1)
-    per_example = {"loss": jnp.sum(xent, 1) / count, "token_accuracy": jnp.sum(correct, 1) / count}
-    return jnp.sum(xent) / jnp.maximum(jnp.sum(mask), 1), per_example
 
 
 def exact_match(tokens, lengths, batch) -> jax.Array:
