@@ -1,13 +1,13 @@
 """Creative generation: a next-value model or a language model fed its own predictions,
 compiled with jit.
 
-The model is one ``Layer`` from ``[B, T, D]`` to ``[B, T, D]`` whose outputs live where its
-inputs do, or from token ids ``[B, T]`` to logits ``[B, T, V]`` over the same ids. A Layer,
-not a ``Cell`` or a ``Model``, because it is the one unit that both takes and returns a carry
-*and* composes: ``serial(body, head)`` is a whole ``seq2seq`` model (dropout between layers
-included, off without a key), ``serial(embed(V, E), rnn(cell), dense(V))`` a language model,
-and ``rnn(output_projection(cell, D))`` a single cell with the chapter's output projection. A
-``Model`` hides its carry, and a ``Cell`` cannot hold dropout between stacked layers.
+The model is a ``seq2seq`` ``Model`` or one ``Layer``, from ``[B, T, D]`` to ``[B, T, D]``
+whose outputs live where its inputs do, or from token ids ``[B, T]`` to logits ``[B, T, V]``
+over the same ids. A Layer is the one unit that both takes and returns a carry *and*
+composes: ``serial(embed(V, E), rnn(cell), dense(V))`` is a language model (dropout between
+layers included, off without a key), ``rnn(output_projection(cell, D))`` a single cell with
+the chapter's output projection; a ``seq2seq`` model is stepped through its ``Model.layer``,
+on its own params. A ``Cell`` cannot hold dropout between stacked layers.
 """
 
 import functools
@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import sampling
-from rnnjax._checks import check_kind, check_size
+from rnnjax._checks import check_kind, check_model_params, check_size
 from rnnjax.layers import Layer
+from rnnjax.models import Model
 
 
 def generate(
@@ -49,10 +50,10 @@ def generate(
       ``rnnjax.sampling.draw`` (step t with ``jax.random.fold_in(key, t)``).
 
     Args:
-      layer: a layer that continues from a carry (``rnn``, ``serial`` of
-        ``embed``/``rnn``/``dropout``/``dense``, ...; not ``bidirectional``, which would need
-        the future). Static: closed over by jit.
-      params: its params.
+      layer: a ``seq2seq`` model, or a layer that continues from a carry (``rnn``, ``serial``
+        of ``embed``/``rnn``/``dropout``/``dense``, ...; not ``bidirectional``, which would
+        need the future). Static: closed over by jit.
+      params: its params (a model's are checked against its ``init``).
       seed: float ``[B, T0, D]`` or int ``[B, T0]``, T0 >= 1: what the generation continues.
       steps: number of values or tokens S >= 1 to generate.
       key, temperature, top_k, top_p: token seeds only; without a key the argmax, so the
@@ -62,10 +63,18 @@ def generate(
       ``[B, S, D]`` values or int32 ``[B, S]`` tokens: the prediction after the seed's last
       element, then after each prediction.
 
-    Example (the params of ``model = rnnjax.seq2seq(body, head, in_size=1)``):
-      >>> layer = rnnjax.serial(body, head)
-      >>> out = rnnjax.generate(layer, {"0": params["body"], "1": params["head"]}, seed, steps=300)
+    Example:
+      >>> model = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.gru(64)), rnnjax.dense(1), in_size=1)
+      >>> out = rnnjax.generate(model, model.init(jax.random.key(0)), seed, steps=300)
     """
+    if isinstance(layer, Model):
+        if layer.layer is None:
+            raise TypeError(
+                "generate takes a Layer or a Model with a carry-passing layer (seq2seq); this "
+                "Model has none: pass the Layer that maps its inputs to its next inputs"
+            )
+        check_model_params(layer.init, params)
+        layer = layer.layer
     sampling.check_options(temperature, top_k, top_p)
     shaping = top_k is not None or top_p is not None or not _is_one(temperature)
     if not jnp.issubdtype(jnp.result_type(seed), jnp.integer):
@@ -92,8 +101,8 @@ def _is_one(temperature) -> bool:
 @functools.partial(jax.jit, static_argnames=("layer", "steps", "top_k"))
 def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     check_size("steps", steps)
-    hint = "[B, T, D] -> [B, T, D] that continues from a carry, such as serial(body, head)"
-    check_kind("generate's layer", layer, Layer, hint)  # a Model hides its carry
+    hint = "[B, T, D] -> [B, T, D] that continues from a carry, or a seq2seq Model"
+    check_kind("generate's layer", layer, Layer, hint)
     if not layer.causal:
         raise ValueError(
             "generate needs a causal layer (each output reads earlier inputs only), got one "

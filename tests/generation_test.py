@@ -41,11 +41,14 @@ def test_a_projected_cell_equals_a_python_loop_of_its_steps():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_a_seq2seq_body_and_head_with_dropout_equal_a_python_loop_without_it():
+@pytest.mark.parametrize("given", ["model", "layer"])
+def test_a_seq2seq_model_with_dropout_equals_a_python_loop_without_it(given):
+    """Given as the model itself, or as ``serial(body, head)`` on its params."""
     c1, c2 = cells.lstm(H), cells.simple(H, activation="relu")
     body = rnnjax.serial(rnnjax.rnn(c1), rnnjax.dropout(0.5), rnnjax.rnn(c2))
     head = rnnjax.dense(D)
-    params = rnnjax.seq2seq(body, head, in_size=D).init(jax.random.key(0))
+    model = rnnjax.seq2seq(body, head, in_size=D)
+    params = model.init(jax.random.key(0))
     p1, p2, ph = params["body"]["0"], params["body"]["2"], params["head"]
 
     @jax.jit
@@ -55,18 +58,19 @@ def test_a_seq2seq_body_and_head_with_dropout_equal_a_python_loop_without_it():
         return (k1, k2), y @ ph["w"] + ph["b"]
 
     seed = _seed()
-    layer_params = {"0": params["body"], "1": params["head"]}
-    got = rnnjax.generate(rnnjax.serial(body, head), layer_params, seed, steps=STEPS)
+    if given == "model":
+        got = rnnjax.generate(model, params, seed, steps=STEPS)
+    else:
+        layer_params = {"0": params["body"], "1": params["head"]}
+        got = rnnjax.generate(rnnjax.serial(body, head), layer_params, seed, steps=STEPS)
     carry = (c1.initial_carry(p1, (B,)), c2.initial_carry(p2, (B,)))
     np.testing.assert_allclose(got, _python_loop(step, carry, seed, STEPS), rtol=1e-5, atol=1e-5)
 
 
 def test_one_step_is_the_models_last_prediction_on_the_seed():
-    body, head = rnnjax.rnn(cells.gru(H)), rnnjax.dense(D)
-    model = rnnjax.seq2seq(body, head, in_size=D)
+    model = rnnjax.seq2seq(rnnjax.rnn(cells.gru(H)), rnnjax.dense(D), in_size=D)
     params = model.init(jax.random.key(0))
-    layer_params = {"0": params["body"], "1": params["head"]}
-    got = rnnjax.generate(rnnjax.serial(body, head), layer_params, _seed(), steps=1)
+    got = rnnjax.generate(model, params, _seed(), steps=1)
     np.testing.assert_allclose(got, model.apply(params, _seed())[:, -1:], rtol=1e-6, atol=1e-6)
 
 
@@ -110,9 +114,16 @@ def test_bad_arguments_name_what_was_expected():
         params, _ = future.init(jax.random.key(0), D)
         with pytest.raises(ValueError, match="needs a causal layer"):
             rnnjax.generate(future, params, _seed(), steps=3)
-    model = rnnjax.seq2seq(rnnjax.rnn(cells.simple(H)), rnnjax.dense(D), in_size=D)
-    with pytest.raises(TypeError, match=r"must be a Layer .* such as serial\(body, head\)"):
+    model = rnnjax.seq2vec(rnnjax.rnn(cells.simple(H)), rnnjax.dense(D), in_size=D)
+    with pytest.raises(TypeError, match=r"a Model with a carry-passing layer \(seq2seq\)"):
         rnnjax.generate(model, model.init(jax.random.key(0)), _seed(), steps=3)
+    model = rnnjax.seq2seq(rnnjax.rnn(cells.simple(H)), rnnjax.dense(D), in_size=D)
+    params = model.init(jax.random.key(1))
+    del params["head"]["b"]
+    with pytest.raises(ValueError, match=r"missing \['head'\]\['b'\]"):
+        rnnjax.generate(model, params, _seed(), steps=3)
+    with pytest.raises(TypeError, match=r"must be a Layer .* or a seq2seq Model\), got a Cell"):
+        rnnjax.generate(projected, projected.init(jax.random.key(0), D), _seed(), steps=3)
 
 
 # ---------------------------------------------------------------- language models

@@ -15,10 +15,15 @@ from rnnjax.unroll import unroll
 
 
 class Model(NamedTuple):
-    """A whole network: ``init(key) -> params`` and ``apply(params, inputs, **kwargs)``."""
+    """A whole network: ``init(key) -> params`` and ``apply(params, inputs, **kwargs)``.
+
+    ``layer``, where the model has one (``seq2seq``): the same network as one carry-passing
+    ``Layer`` on the model's own params, which ``rnnjax.generate`` steps.
+    """
 
     init: Callable[[jax.Array], Any]
     apply: Callable[..., Any]
+    layer: Layer | None = None
 
 
 POOLS = ("last", "mean", "max")
@@ -72,16 +77,15 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
       >>> model = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.simple(100)), rnnjax.dense(1), in_size=1)
     """
     init = _body_head_init(body, head, in_size)
+    layer = _body_then_head(body, head)
 
     def apply(params, xs, *, lengths=None, key=None):
         _checks.check_model_params(init, params)
         lengths = checked_lengths(xs, lengths)
-        kb, kh = (None, None) if key is None else jax.random.split(key)
-        _, ys = body.apply(params["body"], xs, lengths=lengths, key=kb)
-        _, out = head.apply(params["head"], ys, lengths=lengths, key=kh)
+        _, out = layer.apply(params, xs, lengths=lengths, key=key)
         return zero_past(out, lengths)
 
-    return Model(init, apply)
+    return Model(init, apply, layer)
 
 
 def checked_lengths(xs, lengths):
@@ -101,14 +105,28 @@ def _body_head_init(body: Layer, head: Layer, in_size: int):
     _checks.check_kind("body", body, Layer)
     _checks.check_kind("head", head, Layer)
     in_size = _checks.check_size("in_size", in_size)
+    layer = _body_then_head(body, head)
+    return lambda key: layer.init(key, in_size)[0]
 
-    def init(key):
+
+def _body_then_head(body: Layer, head: Layer) -> Layer:
+    """``head(body(xs))`` as one carry-passing ``Layer`` on ``{"body", "head"}`` params; its
+    carry is the pair of theirs."""
+
+    def init(key, in_size):
         kb, kh = jax.random.split(key)
         body_params, size = body.init(kb, in_size)
-        head_params, _ = head.init(kh, size)
-        return {"body": body_params, "head": head_params}
+        head_params, out_size = head.init(kh, size)
+        return {"body": body_params, "head": head_params}, out_size
 
-    return init
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        body_carry, head_carry = (None, None) if carry is None else carry
+        kb, kh = (None, None) if key is None else jax.random.split(key)
+        body_carry, ys = body.apply(params["body"], xs, body_carry, lengths=lengths, key=kb)
+        head_carry, out = head.apply(params["head"], ys, head_carry, lengths=lengths, key=kh)
+        return (body_carry, head_carry), out
+
+    return Layer(init, apply, causal=body.causal and head.causal)
 
 
 VEC2SEQ_MODES = ("init", "input")

@@ -58,8 +58,7 @@ def language_model(config) -> Task:
     symbols = len(grammar.SYMBOLS)
     embedding = layers.embed(symbols, config.model.embed_size)
     body = layers.serial(embedding, builders.recurrent_body(config.model))
-    head = layers.dense(symbols)
-    model = models.seq2seq(body, head, in_size=1)  # in_size: unread by the embedding
+    model = models.seq2seq(body, layers.dense(symbols), in_size=1)  # in_size: unread by embed
     forward = model_forward(model)
 
     def evaluate(params, batch):
@@ -67,9 +66,7 @@ def language_model(config) -> Task:
         return metrics | {"optimal_loss": batch["optimal_loss"]}
 
     def report(params, workdir: Path) -> None:
-        stepper_params = {"0": params["body"], "1": params["head"]}
-        key = jax.random.key(config.seed)
-        strings = generate_strings(layers.serial(body, head), stepper_params, key, generation)
+        strings = generate_strings(model, params, jax.random.key(config.seed), generation)
         valid = [grammar.is_embedded_reber(s) for s in strings]
         result = {
             "samples": len(strings),
@@ -84,13 +81,13 @@ def language_model(config) -> Task:
     return Task(train, test, model, forward, loss, evaluate=evaluate, report=report)
 
 
-def generate_strings(stepper, params, key, generation) -> list[str]:
+def generate_strings(model, params, key, generation) -> list[str]:
     """``generation.samples`` strings drawn from B, each cut after its second E, where an
     embedded Reber string ends (its inner string ends with the first), or left at
     ``generation.max_length`` + 1 symbols without one."""
     begin = np.full((generation.samples, 1), grammar.SYMBOLS.index("B"), np.int32)
     tokens = generate(
-        stepper,
+        model,
         params,
         jnp.asarray(begin),
         steps=generation.max_length,

@@ -38,8 +38,7 @@ def build(config) -> Task:
     test_starts = series.window_starts(data.test_windows, data.n_steps, seed=data.test_seed, **grid)
     test = series.windows_at(test_starts, data.n_steps, resolution=data.resolution)
     # the chapter's OutputProjectionWrapper, as one dense matmul over all steps
-    body, head = builders.recurrent_body(config.model), layers.dense(1)
-    model = models.seq2seq(body, head, in_size=1)
+    model = models.seq2seq(builders.recurrent_body(config.model), layers.dense(1), in_size=1)
 
     def report(params, workdir: Path) -> None:
         workdir = Path(workdir)
@@ -48,12 +47,8 @@ def build(config) -> Task:
         prediction = np.asarray(forward(params, window))[0, :, 0]
         times = series.window_times(test_starts[:1], data.n_steps + 1, resolution=data.resolution)
         plot_prediction(times[0], test, prediction, workdir / PREDICTION_FILE)
-        stepper = layers.serial(body, head)
-        stepper_params = {"0": params["body"], "1": params["head"]}
         seeds = np.stack([np.zeros_like(test["inputs"][0]), test["inputs"][0]])
-        generated = np.asarray(
-            generate(stepper, stepper_params, seeds, steps=config.generate_steps)
-        )
+        generated = np.asarray(generate(model, params, seeds, steps=config.generate_steps))
         plot_generation(times[0, 0], data.resolution, seeds, generated, workdir / GENERATION_FILE)
 
     return Task(train, test, model, model_forward(model), losses.mse, report=report)
