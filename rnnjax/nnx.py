@@ -180,7 +180,8 @@ class Model(_Stochastic):
     ``__call__(*inputs, deterministic=None, rngs=None, **kwargs)`` returns
     ``model.apply(params, *inputs, key=..., **kwargs)`` (``kwargs`` such as ``lengths``; an
     encoder–decoder takes ``(src, tgt_in)`` and ``src_lengths``, and decodes with
-    ``rnnjax.decoding.greedy(module.model, module.params, ...)``).
+    ``rnnjax.decoding.greedy(module.model, module.params, ...)``; a ``seq2seq`` model generates
+    with ``rnnjax.generate(module.model, module.params, seed, steps=...)``).
 
     Example:
       >>> fn = rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.gru(64)), rnnjax.dense(10), in_size=28)

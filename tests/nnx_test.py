@@ -92,6 +92,15 @@ def test_encoder_decoder_model_takes_both_sequences_and_decodes_from_its_params(
     rnnjax.decoding.greedy(model.model, model.params, src, **options)
 
 
+def test_a_seq2seq_module_generates_from_its_params():
+    fn = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.gru(6)), rnnjax.dense(D), in_size=D)
+    model = rnx.Model(fn, rngs=nnx.Rngs(0))
+    got = rnnjax.generate(model.model, model.params, _xs(), steps=4)
+    layer_params = {"0": model.params["body"], "1": model.params["head"]}
+    layer = rnnjax.serial(rnnjax.rnn(rnnjax.cells.gru(6)), rnnjax.dense(D))
+    np.testing.assert_allclose(got, rnnjax.generate(layer, layer_params, _xs(), steps=4))
+
+
 def _dropout_model():
     body = rnnjax.serial(rnnjax.rnn(rnnjax.cells.gru(8), carry_dropout=0.3), rnnjax.dropout(0.5))
     return rnnjax.seq2seq(body, rnnjax.dense(2), in_size=D)
