@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import sampling
 from rnnjax._checks import check_size
@@ -21,20 +22,36 @@ from rnnjax.models._shapes import checked_lengths
 _STATIC = ("model", "start_token", "end_token", "max_length")
 
 
-def _lengths_checked_first(decode):
-    """``decode`` (jitted) with ``src_lengths`` checked while still concrete: under jit a length
-    past the source cannot raise, and would read its padding."""
+def _checked_before_jit(decode):
+    """``decode`` (jitted) with what jit would let pass checked while still concrete:
+    ``src_lengths`` (under jit a length past the source cannot raise, and would read its
+    padding), a beam's ``length_penalty``, and sampling's key and options."""
 
     @functools.wraps(decode)
     def checked(model, params, src, *, src_lengths=None, **options):
         if src_lengths is not None:
             checked_lengths(src, src_lengths)
+        penalty = options.get("length_penalty", 0.0)
+        if not isinstance(penalty, jax.core.Tracer) and not _finite(penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {penalty!r}")
+        if "key" in options:
+            sampling.check_key(options["key"])
+            sampling.check_options(
+                options.get("temperature", 1.0), options.get("top_k"), options.get("top_p")
+            )
         return decode(model, params, src, src_lengths=src_lengths, **options)
 
     return checked
 
 
-@_lengths_checked_first
+def _finite(value) -> bool:
+    try:
+        return bool(np.isfinite(value))
+    except TypeError:  # not a number
+        return False
+
+
+@_checked_before_jit
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def greedy(
     model: EncoderDecoder,
@@ -71,20 +88,7 @@ def greedy(
     )
 
 
-def _sampling_checked_first(decode):
-    """``decode`` (jitted) with its key and sampling options checked while still concrete."""
-
-    @functools.wraps(decode)
-    def checked(*args, key, temperature=1.0, top_k=None, top_p=None, **options):
-        sampling.check_key(key)
-        sampling.check_options(temperature, top_k, top_p)
-        return decode(*args, key=key, temperature=temperature, top_k=top_k, top_p=top_p, **options)
-
-    return checked
-
-
-@_lengths_checked_first
-@_sampling_checked_first
+@_checked_before_jit
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "top_k"))
 def sample(
     model: EncoderDecoder,
@@ -157,7 +161,7 @@ class _Beams(NamedTuple):
     done: jax.Array  # [B, K] bool
 
 
-@_lengths_checked_first
+@_checked_before_jit
 @functools.partial(jax.jit, static_argnames=(*_STATIC, "beam_size"))
 def beam_search(
     model: EncoderDecoder,

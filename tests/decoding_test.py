@@ -229,6 +229,29 @@ def test_source_lengths_past_the_source_raise(random_model, decode):
         run(model, params, src, src_lengths=lengths, start_token=START, end_token=END, max_length=3)
 
 
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_source_that_is_not_a_batch_of_token_rows_is_named(random_model, decode):
+    model, params, src = random_model
+    with pytest.raises(ValueError, match=r"src must be \[B, T\] tokens, got shape \(6,\)"):
+        DECODERS[decode](model, params, src[0], start_token=START, end_token=END, max_length=3)
+
+
+@pytest.mark.parametrize("penalty", [float("nan"), "0.6"])
+def test_a_length_penalty_that_is_not_a_finite_number_is_named(random_model, penalty):
+    model, params, src = random_model
+    with pytest.raises(ValueError, match="length_penalty must be a finite number, got"):
+        beam_search(
+            model,
+            params,
+            src,
+            start_token=START,
+            end_token=END,
+            max_length=3,
+            beam_size=2,
+            length_penalty=penalty,
+        )
+
+
 def test_an_empty_batch_decodes_to_empty_outputs_as_greedy_does(random_model):
     model, params, src = random_model
     options = dict(start_token=START, end_token=END, max_length=4)
@@ -333,7 +356,7 @@ def test_a_new_temperature_or_top_p_reuses_the_compiled_program(random_model):
     model, params, src = random_model
     options = dict(key=jax.random.key(0), start_token=START, end_token=END, max_length=4)
     sample(model, params, src, temperature=0.5, top_p=0.9, **options)
-    compiled = sample.__wrapped__.__wrapped__  # under the two checks, the jitted decoder
+    compiled = sample.__wrapped__  # under the checks, the jitted decoder
     before = compiled._cache_size()
     sample(model, params, src, temperature=1.7, top_p=0.5, **options)
     assert compiled._cache_size() == before

@@ -135,6 +135,7 @@ def encoder_decoder(
         return params
 
     def encode(params, src, src_lengths=None, *, key=None):
+        _check_token_shape("src", src, None)  # greedy, sample and beam_search start here
         check_model_params(init, params)
         src_lengths = checked_lengths(src, src_lengths)
         ks, ke = (None, None) if key is None else jax.random.split(key)
@@ -187,11 +188,10 @@ def encoder_decoder(
         return carry, logits[:, 0]
 
     def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, key=None):
-        _check_token_shape("src", src, None)
-        _check_token_shape("tgt_in", tgt_in, jnp.shape(src)[0])
-        tgt_lengths = checked_lengths(tgt_in, tgt_lengths)
         ke, kt, kh = (None,) * 3 if key is None else jax.random.split(key, 3)
         carry = encode(params, src, src_lengths, key=ke)
+        _check_token_shape("tgt_in", tgt_in, jnp.shape(src)[0])
+        tgt_lengths = checked_lengths(tgt_in, tgt_lengths)
         _, xs = tgt_embed.apply(params["tgt_embed"], tgt_in, key=kt)
         if attends:  # step t reads steps <= t only, so steps past tgt_lengths need no freezing
             carry = varying_like(carry, (params, xs))
