@@ -51,7 +51,7 @@ def seq2vec(body: Layer, head: Layer, *, in_size: int, pool: str = "last") -> Mo
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    init = _body_head_init(body, head, in_size)
+    _, init = _body_and_head(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         _checks.check_model_params(init, params)
@@ -76,8 +76,7 @@ def seq2seq(body: Layer, head: Layer, *, in_size: int) -> Model:
     Example (next-value prediction of a time series):
       >>> model = rnnjax.seq2seq(rnnjax.rnn(rnnjax.cells.simple(100)), rnnjax.dense(1), in_size=1)
     """
-    init = _body_head_init(body, head, in_size)
-    layer = _body_then_head(body, head)
+    layer, init = _body_and_head(body, head, in_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         _checks.check_model_params(init, params)
@@ -100,13 +99,14 @@ def checked_lengths(xs, lengths):
     return _checks.check_lengths(lengths, *shape[:2])
 
 
-def _body_head_init(body: Layer, head: Layer, in_size: int):
-    """``init(key) -> {"body", "head"}`` with the head sized by the body's output."""
+def _body_and_head(body: Layer, head: Layer, in_size: int):
+    """``(layer, init)``: ``head(body(xs))`` as one carry-passing ``Layer`` on ``{"body",
+    "head"}`` params, and the model's ``init(key)``, the head sized by the body's output."""
     _checks.check_kind("body", body, Layer)
     _checks.check_kind("head", head, Layer)
     in_size = _checks.check_size("in_size", in_size)
     layer = _body_then_head(body, head)
-    return lambda key: layer.init(key, in_size)[0]
+    return layer, lambda key: layer.init(key, in_size)[0]
 
 
 def _body_then_head(body: Layer, head: Layer) -> Layer:
