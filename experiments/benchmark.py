@@ -14,7 +14,9 @@ runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.mak
 (which also computes the gradient norm and a finiteness guard) on one device; ``rnnjax_dp`` is
 the launcher's default, the batch split over the devices with a ``layout``, on a CPU one device
 per core (``distributed.split_cpu``, run first; the others still run on device 0 alone); the
-``_bf16`` variants use ``compute_dtype="bfloat16"``. Peers are optional and skipped
+``_bf16`` variants use ``compute_dtype="bfloat16"``. Like the launcher, the run first asks
+XLA:CPU for 512-bit vectors (``--cpu_vector_width``, ``distributed.prefer_cpu_vector_width``), a
+process setting that the JAX peers (Flax, Keras) compile with too. Peers are optional and skipped
 with a note when not installed; Keras runs on the JAX backend (``train_on_batch`` /
 ``predict_on_batch``, which return to the host every step), PyTorch on the CPU with
 ``torch.set_num_threads(cores)``.
@@ -115,6 +117,13 @@ _MEMORY_BATCH = flags.DEFINE_integer(
 )
 _REMAT = flags.DEFINE_integer(
     "remat", 128, "Remat block k of the memory runs (k steps kept).", lower_bound=1
+)
+_VECTOR_WIDTH = flags.DEFINE_enum(
+    "cpu_vector_width",
+    "512",
+    [str(bits) for bits in distributed.CPU_VECTOR_WIDTHS],
+    "XLA:CPU's SIMD width in bits, as the launcher sets it (for every JAX framework of the run); "
+    "0 = XLA's own.",
 )
 _MEMORY_CASE = flags.DEFINE_string("memory_case", None, "Internal: 'T,remat', one child run.")
 flags.register_validator(
@@ -387,6 +396,7 @@ def available(frameworks):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    distributed.prefer_cpu_vector_width(int(_VECTOR_WIDTH.value))  # before any device is used
     if _MEMORY_CASE.value:  # a child of --memory: one JSON line, nothing else
         length, remat = (int(v) for v in _MEMORY_CASE.value.split(","))
         print(json.dumps(memory_case(length, remat, _MEMORY_BATCH.value)))

@@ -35,7 +35,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    # Both before anything touches a device.
+    # All before anything touches a device.
+    distributed.prefer_cpu_vector_width(config.cpu_vector_width)
     distributed.split_cpu(config.mesh.cpu_devices, config.batch_size)
     distributed.initialize(
         _ADDRESS.value, _PROCESSES.value, _PROCESS_ID.value, detect_cluster=_DETECT.value

@@ -17,6 +17,7 @@ FIGURES = ("examples_per_s", "ms_per_step", "gflops", "peak_fraction")
 def run_main(**values):
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+    values = {"cpu_vector_width": "0"} | values  # this process's backend has started
     with flagsaver.flagsaver(**values):
         benchmark.main(["benchmark"])
 

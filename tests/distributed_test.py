@@ -10,6 +10,7 @@ records and final params to 1e-5 (gradient sums add up in another order, not bit
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -278,6 +279,56 @@ def test_split_cpu_after_a_device_was_used_says_what_to_do():
     assert done.returncode != 0
     assert "split_cpu(2) must run before anything touches a device" in done.stderr
     assert "JAX_NUM_CPU_DEVICES=2" in done.stderr
+
+
+VECTOR_WIDTH = """
+import sys, jax, jax.numpy as jnp
+from rnnjax.train import distributed
+print(distributed.prefer_cpu_vector_width(int(sys.argv[1])))
+jax.jit(lambda x: jnp.tanh(x) * 2 + 1)(jnp.ones((75, 512)))
+"""
+
+
+def _cpu_has_avx512() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.exists() and "avx512f" in cpuinfo.read_text().split()
+
+
+@pytest.mark.parametrize(
+    ("bits", "flags", "returned", "width"),
+    [
+        (512, "", "True", 512),
+        (0, "", "False", None),  # XLA's own width (256, left out of its options)
+        (512, "--xla_cpu_prefer_vector_width=128", "False", 128),  # the user's choice is kept
+    ],
+)
+def test_prefer_cpu_vector_width_reaches_the_compiler(tmp_path, bits, flags, returned, width):
+    """What XLA compiled with, from its own dump: the option, and 16-lane float vectors in the
+    generated code where the CPU has AVX-512."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["XLA_FLAGS"] = f"--xla_dump_to={tmp_path} {flags}".strip()
+    command = [sys.executable, "-c", VECTOR_WIDTH, str(bits)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [returned]
+    (options,) = tmp_path.glob("*jit__lambda.debug_options")
+    widths = re.findall(r"xla_cpu_prefer_vector_width: (\d+)", options.read_text())
+    assert widths == ([str(width)] if width else [])
+    code = "".join(p.read_text() for p in tmp_path.glob("*jit__lambda*ir-with-opt.ll"))
+    assert code
+    if _cpu_has_avx512():
+        assert ("<16 x float>" in code) == (width == 512)
+
+
+def test_prefer_cpu_vector_width_checks_its_width_and_its_timing():
+    with pytest.raises(ValueError, match=r"one of \(0, 128, 256, 512\) bits, got 300"):
+        distributed.prefer_cpu_vector_width(300)
+    jnp.ones(1)  # this process's backend has started
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_cpu_prefer_vector_width" not in flags:
+        with pytest.raises(RuntimeError, match="before anything touches a device.*XLA_FLAGS="):
+            distributed.prefer_cpu_vector_width(512)
+    assert os.environ.get("XLA_FLAGS", "") == flags
 
 
 def test_most_devices_splits_the_batch_evenly():

@@ -25,6 +25,7 @@ REQUIRED = (
     "lr_schedule",
     "mesh.data",
     "mesh.cpu_devices",
+    "cpu_vector_width",
 )
 
 
@@ -82,6 +83,13 @@ def test_an_unknown_key_fails_at_once_listing_the_valid_keys(tmp_path):
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # nothing was loaded, built or written
     assert time.monotonic() - start < 120
+
+
+def test_a_bad_cpu_vector_width_fails_before_anything_is_written(tmp_path):
+    done = _launch(f"--workdir={tmp_path / 'run'}", "--config.cpu_vector_width=300")
+    assert done.returncode != 0
+    assert "cpu_vector_width must be one of (0, 128, 256, 512) bits, got 300" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, tiny_idx):
