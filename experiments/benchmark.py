@@ -13,7 +13,9 @@ the machine's speed, large on shared 2-core machines, then hits every framework 
 runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.make_train_step``
 (which also computes the gradient norm and a finiteness guard) on one device; ``rnnjax_dp`` is
 the launcher's default, the batch split over the devices with a ``layout``, on a CPU one device
-per core (``distributed.split_cpu``, run first; the others still run on device 0 alone); the
+per core (``distributed.split_cpu``, run first; the others still run on device 0 alone), and
+in training ``--steps_per_call`` steps per call (``config.steps_per_call``: the figures are
+per step); the
 ``_bf16`` variants use ``compute_dtype="bfloat16"``. Like the launcher, the run first asks
 XLA:CPU for 512-bit vectors (``--cpu_vector_width``, ``distributed.prefer_cpu_vector_width``), a
 process setting that the JAX peers (Flax, Keras) compile with too. Peers are optional and skipped
@@ -49,8 +51,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +121,12 @@ _MEMORY_BATCH = flags.DEFINE_integer(
 _REMAT = flags.DEFINE_integer(
     "remat", 128, "Remat block k of the memory runs (k steps kept).", lower_bound=1
 )
+_STEPS_PER_CALL = flags.DEFINE_integer(
+    "steps_per_call",
+    10,
+    "Training steps per call of the rnnjax_dp variants, as the launcher's config.steps_per_call.",
+    lower_bound=1,
+)
 _VECTOR_WIDTH = flags.DEFINE_enum(
     "cpu_vector_width",
     "512",
@@ -161,6 +170,11 @@ def random_batch(spec: Spec):
     return xs, rng.integers(0, CLASSES, spec.batch).astype(np.int32)
 
 
+class Runner(NamedTuple):
+    run: Callable[[], Any]  # one call of a framework's step
+    steps: int = 1  # training steps each call runs
+
+
 def rnnjax_runner(
     cell: str,
     units: int,
@@ -169,11 +183,13 @@ def rnnjax_runner(
     train: bool,
     compute_dtype=None,
     data_parallel: bool = False,
+    steps_per_call: int = 1,
     **rnn_options,
-):
+) -> Runner:
     """The library's default path, with batches as dicts already on the device;
     ``compute_dtype="bfloat16"`` is its mixed-precision option. ``data_parallel``: the
-    launcher's default, the batch split over as many of the devices as divide it (``layout``)."""
+    launcher's default, the batch split over as many of the devices as divide it (``layout``),
+    training ``steps_per_call`` steps per call (on the same batch, stacked)."""
     layer = rnnjax.rnn(
         getattr(rnnjax.cells, cell)(units, compute_dtype=compute_dtype), **rnn_options
     )
@@ -185,21 +201,32 @@ def rnnjax_runner(
     if data_parallel:
         count = distributed.most_devices(len(xs), jax.device_count())
         state, layout = distributed.sharded_state(init, distributed.make_mesh(count))
-        batch = distributed.global_batch(batch, layout.batch)
     else:
-        state, layout = init(), None
-        batch = jax.tree.map(jnp.asarray, batch)
+        state, layout, steps_per_call = init(), None, 1
     if not train:
         params, apply = state.params, jax.jit(model.apply)
-        return lambda: apply(params, batch["inputs"])
-    step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
+        inputs = _on_devices(batch, layout and layout.batch)["inputs"]
+        return Runner(lambda: apply(params, inputs))
+    if steps_per_call > 1:
+        batch = {key: np.stack([value] * steps_per_call) for key, value in batch.items()}
+    batch = _on_devices(batch, layout and (layout.steps if steps_per_call > 1 else layout.batch))
+    step = rnnjax.train.make_train_step(
+        model, tx, rnnjax.train.softmax_xent, layout=layout, steps_per_call=steps_per_call
+    )
 
     def run():
         nonlocal state
         state, _ = step(state, batch)
         return state
 
-    return run
+    return Runner(run, steps_per_call)
+
+
+def _on_devices(batch, sharding):
+    """``batch`` on the default device, or split by ``sharding``."""
+    if sharding is None:
+        return jax.tree.map(jnp.asarray, batch)
+    return distributed.global_batch(batch, sharding)
 
 
 def seconds_per_step(run, steps: int, warmup: int) -> float:
@@ -226,12 +253,13 @@ def matmul_peak_gflops(size: int, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def make_runner(name: str, framework: str, train: bool):
-    """A no-argument function running one step of ``framework`` on model ``name``."""
+def make_runner(name: str, framework: str, train: bool) -> Runner:
+    """``framework``'s step on model ``name``, as it runs by default."""
     spec = MODELS[name]
     if framework in OURS:
-        return rnnjax_runner(*spec[:2], *random_batch(spec), train, *OURS[framework])
-    return PEERS[framework](spec.cell, spec.units, *random_batch(spec), train)
+        ours = OURS[framework]
+        return rnnjax_runner(*spec[:2], *random_batch(spec), train, *ours, _STEPS_PER_CALL.value)
+    return Runner(PEERS[framework](spec.cell, spec.units, *random_batch(spec), train))
 
 
 def result(name: str, framework: str, train: bool, seconds: list[float], peak: float) -> dict:
@@ -255,13 +283,14 @@ def result(name: str, framework: str, train: bool, seconds: list[float], peak: f
 def measure_interleaved(name, frameworks, train, steps, warmup, rounds, peak):
     """Every framework on one (model, mode), timed in ``rounds`` round-robin rounds of ``steps``
     steps each, so that slow drifts of the machine's speed hit every framework alike."""
-    runs = {f: make_runner(name, f, train) for f in frameworks}
-    for run in runs.values():
-        seconds_per_step(run, 0, warmup)
+    runners = {f: make_runner(name, f, train) for f in frameworks}
+    for runner in runners.values():
+        seconds_per_step(runner.run, 0, warmup)
     seconds = {f: [] for f in frameworks}
     for _ in range(rounds):
-        for framework, run in runs.items():
-            seconds[framework].append(seconds_per_step(run, steps, 0))
+        for framework, (run, per_call) in runners.items():
+            calls = max(1, round(steps / per_call))
+            seconds[framework].append(seconds_per_step(run, calls, 0) / per_call)
     return [result(name, f, train, seconds[f], peak) for f in frameworks]
 
 
@@ -311,8 +340,8 @@ def memory_case(length: int, remat: int, batch: int) -> dict:
     spec = Spec("lstm", MEMORY_UNITS, length, 1, batch)
     row = {"T": length, "remat": remat, "batch": batch, "baseline_rss_gib": peak_rss_gib()}
     options = {"remat": remat} if remat else {}
-    run = rnnjax_runner("lstm", MEMORY_UNITS, *random_batch(spec), True, **options)
-    jax.block_until_ready(run())
+    runner = rnnjax_runner("lstm", MEMORY_UNITS, *random_batch(spec), True, **options)
+    jax.block_until_ready(runner.run())
     row["peak_rss_gib"] = peak_rss_gib()
     stats = jax.devices()[0].memory_stats()  # None on the CPU
     if stats and "peak_bytes_in_use" in stats:

@@ -52,6 +52,7 @@ def _overrides(data_dirs: Path, **extra) -> dict:
         "batch_size": 12,
         "model.units": 8,
         "checkpoint_every_steps": 6,  # and at every epoch's end: steps 5, 6, 10, 12, 15
+        "steps_per_call": 2,  # calls of 2 steps between those, batches stacked [2, 12, ...]
         "keep_checkpoints": 5,
         "progress": False,
         "data.manual_dir": str(data_dirs / "idx"),
@@ -400,6 +401,24 @@ def train():
 run("train", int(sys.argv[1]), train)
 count = run("eval", int(sys.argv[1]) // 2, lambda: eval_step(state.params, batch)["count"])
 print(int(state.step), int(count))
+# As the loop does: calls of one step and of two (steps_per_call) in turn, each handing the
+# state on to the other program. The bound is the process's, not each program's.
+steps2 = rnnjax.train.make_train_step(
+    model, tx, rnnjax.train.softmax_xent, layout=layout, steps_per_call=2
+)
+stacked = distributed.global_batch({k: np.stack([v, v]) for k, v in rows.items()}, layout.steps)
+calls = 0
+
+
+def alternate():
+    global state, calls
+    calls += 1
+    state, metrics = step(state, batch) if calls % 2 else steps2(state, stacked)
+    return metrics["loss"]
+
+
+run("alternating", int(sys.argv[1]) // 2, alternate)
+print(int(state.step))
 """
 
 
@@ -410,7 +429,7 @@ def test_steps_on_cpu_devices_stay_two_in_flight_and_never_deadlock():
     command = [sys.executable, "-c", BOUNDED_STEPS, "2000"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-2:] == ["2000", "4"]
+    assert done.stdout.split()[-3:] == ["2000", "4", str(2000 + 1000 // 2 * 3)]
 
 
 # The same dropout model trained 3 steps on one device (no layout), on a 1-device mesh and on 2.

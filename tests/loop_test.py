@@ -5,6 +5,7 @@ subprocess (SIGKILL mid-save, SIGKILL between saves, SIGTERM) or in-process (SIG
 an in-process rerun; each must end with the reference's train state bit for bit and its metrics.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -305,7 +306,7 @@ def test_a_batch_larger_than_the_training_split_is_named(dirs, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("key", ["checkpoint_every_steps", "log_every_steps"])
+@pytest.mark.parametrize("key", ["checkpoint_every_steps", "log_every_steps", "steps_per_call"])
 def test_a_zero_step_cadence_is_named_before_anything_runs(dirs, tmp_path, key):
     config = launch.load_config(str(CONFIG), _overrides(dirs, **{key: 0}))
     with pytest.raises(ValueError, match=rf"config\.{key} must be >= 1 \(steps\), got 0"):
@@ -388,6 +389,50 @@ def test_resuming_with_more_epochs_trains_on(dirs, reference, tmp_path):
     records = train_and_evaluate(config, workdir)
     assert [r["step"] for r in records] == [6, 12, 18, 24]
     assert loop.load_config(workdir)["num_epochs"] == 4
+
+
+def _counting_calls(monkeypatch) -> list[int]:
+    """The number of steps each train call of the loop runs, as it runs them."""
+    counts, train = [], loop._Run._train
+
+    def counted(self, state, stream, count):
+        counts.append(count)
+        return train(self, state, stream, count)
+
+    monkeypatch.setattr(loop._Run, "_train", counted)
+    return counts
+
+
+@pytest.mark.parametrize(("steps_per_call", "checkpoint_every"), [(2, 2), (3, 6), (4, 2)])
+def test_several_steps_per_call_give_bitwise_the_same_run(
+    dirs, reference, tmp_path, monkeypatch, steps_per_call, checkpoint_every
+):
+    """Calls of several steps stop at every checkpoint and epoch end (6 steps); between them
+    the reference's one-step calls and these give the same params and metrics, bit for bit."""
+    counts = _counting_calls(monkeypatch)
+    overrides = {"steps_per_call": steps_per_call, "checkpoint_every_steps": checkpoint_every}
+    config = launch.load_config(str(CONFIG), _overrides(dirs, **overrides))
+    train_and_evaluate(config, tmp_path / "run")
+    fits = steps_per_call <= checkpoint_every
+    assert counts == ([steps_per_call] * (STEPS // steps_per_call) if fits else [1] * STEPS)
+    _assert_same_run(tmp_path / "run", reference)
+
+
+def test_a_run_resumes_bitwise_with_another_steps_per_call(dirs, reference, tmp_path, monkeypatch):
+    """Stopped (as by a signal) after its first epoch of 3-step calls, then resumed with 2."""
+    counts = _counting_calls(monkeypatch)
+    signalled = contextlib.contextmanager(lambda: (yield lambda: len(counts) >= 2))
+    monkeypatch.setattr(loop, "_preemption", signalled)
+    first = _overrides(dirs, steps_per_call=3, checkpoint_every_steps=6)
+    train_and_evaluate(launch.load_config(str(CONFIG), first), tmp_path / "run")
+    assert counts == [3, 3]
+    monkeypatch.undo()
+    counts = _counting_calls(monkeypatch)
+    train_and_evaluate(
+        launch.load_config(str(CONFIG), _overrides(dirs, steps_per_call=2)), tmp_path / "run"
+    )
+    assert counts == [2] * 6
+    _assert_same_run(tmp_path / "run", reference)
 
 
 def test_a_signal_during_the_end_of_run_report_waits_for_it(

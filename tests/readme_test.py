@@ -16,9 +16,10 @@ PRELUDE = """
 import numpy as np
 images = np.random.default_rng(0).random((16, 28, 28), np.float32)
 labels = np.arange(16) % 10
+images10, labels10 = np.stack([images] * 10), np.stack([labels] * 10)
 """
 EPILOGUE = """
-print("records", len(records), "test_accuracy" in records[-1], future.shape)
+print("records", len(records), "test_accuracy" in records[-1], future.shape, metrics["loss"].shape)
 """
 
 
@@ -49,14 +50,14 @@ def run(script: str, tmp_path: Path) -> str:
 
 def test_the_readme_quickstart_runs_as_written(tmp_path):
     blocks = python_blocks("## Quickstart")
-    assert len(blocks) == 4, "the quickstart's blocks changed: update this test's prelude"
+    assert len(blocks) == 5, "the quickstart's blocks changed: update this test's prelude"
     idx = tmp_path / "idx"
     idx.mkdir()
     _write_idx(idx, n_train=300, n_test=50)  # two batches of the config's 150
     script = PRELUDE + "\n".join(blocks) + EPILOGUE
     script = script.replace("/path/to/mnist-idx-files", str(idx))
     script = script.replace('"runs/mnist"', repr(str(tmp_path / "run")))
-    assert run(script, tmp_path) == "records 1 True (1, 300, 1)"
+    assert run(script, tmp_path) == "records 1 True (1, 300, 1) (10,)"
 
 
 # what the README's data-parallel block takes from the quickstart, built touching no device

@@ -93,6 +93,50 @@ def test_an_update_that_overflows_leaves_the_state_unchanged():
 
 
 @pytest.mark.parametrize("with_layout", [False, True], ids=["jit", "layout"])
+def test_steps_per_call_runs_bitwise_what_that_many_calls_run(with_layout):
+    """Four steps in one call, the third on a batch with an inf (its update is skipped, the
+    next one goes on): the same state and each step's metrics as four one-step calls."""
+    batches = [_batch(seed) for seed in range(4)]
+    batches[2]["inputs"][0, 0, 0] = np.inf
+    state = init_state(MODEL, ADAM, jax.random.key(0))
+    layout = None
+    if with_layout:
+        init = lambda: init_state(MODEL, ADAM, jax.random.key(0))  # noqa: E731
+        state, layout = distributed.sharded_state(init, distributed.make_mesh(1))
+    stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+    if with_layout:
+        stacked = distributed.global_batch(stacked, layout.steps)
+    four = make_train_step(MODEL, ADAM, softmax_xent, donate=False, layout=layout, steps_per_call=4)
+    after, metrics = four(state, stacked)
+    one = make_train_step(MODEL, ADAM, softmax_xent, donate=False, layout=layout)
+    expected, one_by_one = state, []
+    for batch in batches:
+        if with_layout:
+            batch = distributed.global_batch(batch, layout.batch)
+        expected, m = one(expected, batch)
+        one_by_one.append(m)
+    _assert_bitwise(after, expected)
+    assert int(after.step) == 3
+    for name, values in metrics.items():
+        assert values.shape == (4,)
+        _assert_bitwise(values, jnp.stack([m[name] for m in one_by_one]))
+    assert list(metrics["finite"]) == [1, 1, 0, 1]
+
+
+def test_steps_per_call_names_unstacked_batches_and_bad_counts():
+    three = make_train_step(MODEL, ADAM, softmax_xent, steps_per_call=3)
+    state = init_state(MODEL, ADAM, jax.random.key(0))
+    with pytest.raises(
+        ValueError,
+        match=re.escape("stacked [3, batch, ...]; batch['inputs'] has shape (12, 5, 28)"),
+    ):
+        three(state, _batch())
+    for bad in (0, 2.0):
+        with pytest.raises(ValueError, match=f"steps_per_call must be an int >= 1, got {bad}"):
+            make_train_step(MODEL, ADAM, softmax_xent, steps_per_call=bad)
+
+
+@pytest.mark.parametrize("with_layout", [False, True], ids=["jit", "layout"])
 def test_eval_step_masked_sums_equal_the_real_examples(with_layout):
     """Under a layout the step is two programs (per-example values, then sums): same sums."""
     params = MODEL.init(jax.random.key(1))

@@ -182,6 +182,7 @@ class Layout(NamedTuple):
     state: Any  # a NamedSharding per leaf of the train state
     batch: NamedSharding  # the leading (batch) axis split along "data"
     replicated: NamedSharding  # a whole copy on every device (metrics)
+    steps: NamedSharding  # batches stacked [K, batch, ...] (steps_per_call), batch axis split
 
 
 def make_layout(mesh: Mesh, abstract_state, *, fsdp: bool = False) -> Layout:
@@ -192,7 +193,8 @@ def make_layout(mesh: Mesh, abstract_state, *, fsdp: bool = False) -> Layout:
         return NamedSharding(mesh, fsdp_spec(x.shape, mesh.size)) if fsdp else replicated
 
     state = jax.tree.map(leaf, abstract_state)
-    return Layout(mesh, state, NamedSharding(mesh, PartitionSpec(AXIS)), replicated)
+    batch, steps = (NamedSharding(mesh, PartitionSpec(*axes, AXIS)) for axes in ((), (None,)))
+    return Layout(mesh, state, batch, replicated, steps)
 
 
 def sharded_state(init: Callable[[], Any], mesh: Mesh, *, fsdp: bool = False):
@@ -249,23 +251,26 @@ def bounded_dispatch(program: Callable, mesh: Mesh) -> Callable:
     collective (the gradient's all-reduce) holds its thread until every device arrives. With
     steps queued ahead, the devices deadlocked there and the runtime aborted the process after
     40 s (on 2 devices: tiny train steps, 6 runs of 6; the launcher beside two busy processes,
-    2 of 2). Two calls in flight never did, at the same speed (BUILD_NOTES.md). The previous
-    call's outputs stay referenced until the next call.
+    2 of 2). Two calls in flight never did, at the same speed (BUILD_NOTES.md). The bound is
+    the process's, over every program so wrapped (a loop alternating two train steps hands
+    one's outputs to the other), and the previous call's outputs stay referenced until the
+    next call.
     """
     if not _shares_cpu_threads(mesh.devices.flat):
         return program
-    previous = None
 
     @functools.wraps(program)
     def bounded(*args, **kwargs):
-        nonlocal previous
         out = program(*args, **kwargs)
-        if previous is not None:
-            _wait(previous, handed_on=(args, kwargs), latest=out)
-        previous = out
+        if _last_call:
+            _wait(_last_call.pop(), handed_on=(args, kwargs), latest=out)
+        _last_call.append(out)
         return out
 
     return bounded
+
+
+_last_call = []  # the outputs of this process's latest bounded call, if any
 
 
 def _shares_cpu_threads(devices) -> bool:

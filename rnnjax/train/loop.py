@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 from absl import logging
 from flax.traverse_util import flatten_dict
 from tqdm import tqdm
@@ -40,6 +41,7 @@ RESUMABLE_KEYS = (
     "log_every_steps",
     "checkpoint_every_steps",
     "keep_checkpoints",
+    "steps_per_call",
     "data.manual_dir",
     "data.data_dir",
     "mesh.*",
@@ -126,6 +128,7 @@ _LEAST = {  # key: (smallest value, why)
     "batch_size": (1, "examples"),
     "log_every_steps": (1, "steps"),
     "checkpoint_every_steps": (1, "steps"),
+    "steps_per_call": (1, "steps"),
     "keep_checkpoints": (2, "so a damaged newest checkpoint has a fallback"),
 }
 
@@ -185,8 +188,11 @@ class _Run:
         self.config, self.task, self.ckpts = config, task, ckpts
         self.steps_per_epoch = steps_per_epoch
         self.layout, self.primary = layout, jax.process_index() == 0
-        self.train_step = make_train_step(
-            task.model, tx, task.loss, forward=task.forward, layout=layout
+        self.train_step, self.train_steps = (
+            make_train_step(
+                task.model, tx, task.loss, forward=task.forward, layout=layout, steps_per_call=k
+            )
+            for k in (1, config.steps_per_call)
         )
         self.eval_step = make_eval_step(
             task.model, task.loss, forward=task.forward, metrics=task.evaluate, layout=layout
@@ -213,11 +219,13 @@ class _Run:
                 disable=None if config.progress and self.primary else True,
                 leave=False,
             )
-            for step in range(start + 1, (epoch + 1) * spe + 1):  # the step each update ends at
-                batch = distributed.global_batch(next(stream), self.layout.batch)
-                state, metrics = self.train_step(state, batch)
-                train.add(step - 1, metrics)
-                bar.update()
+            step, end = start, (epoch + 1) * spe  # steps done, and by the epoch's end
+            while step < end:
+                count = self._steps_to_run(step, end)
+                state, metrics = self._train(state, stream, count)
+                train.add(step, metrics)
+                step += count
+                bar.update(count)
                 if step % config.log_every_steps == 0:  # a host sync: also look for NaNs
                     running = train.settle()
                     _check_finite(running, self.ckpts)
@@ -237,6 +245,23 @@ class _Run:
                 logging.warning("Stopped by a signal after epoch %d; rerun to resume.", epoch + 1)
                 return state, False
         return state, True
+
+    def _steps_to_run(self, done: int, end: int) -> int:
+        """How many steps the next call runs: ``steps_per_call`` when no log, checkpoint or
+        epoch end falls inside them, else one (so the host acts after exactly those steps)."""
+        config = self.config
+        cadences = (config.log_every_steps, config.checkpoint_every_steps)
+        boundary = min(end, *(done - done % every + every for every in cadences))
+        return config.steps_per_call if boundary - done >= config.steps_per_call else 1
+
+    def _train(self, state, stream, count: int):
+        """``count`` training steps on the stream's next batches: ``(state, metrics)``, the
+        metrics stacked when ``count`` > 1."""
+        if count == 1:
+            return self.train_step(state, distributed.global_batch(next(stream), self.layout.batch))
+        rows = [next(stream) for _ in range(count)]
+        stacked = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+        return self.train_steps(state, distributed.global_batch(stacked, self.layout.steps))
 
     def _stream(self, train, first: int):
         """This process's rows of every batch from step ``first`` on."""

@@ -32,6 +32,7 @@ def make_train_step(
     forward=None,
     donate: bool = True,
     layout=None,
+    steps_per_call: int = 1,
 ):
     """Returns ``step(state, batch) -> (state, metrics)``, jitted, with the state donated.
 
@@ -51,8 +52,15 @@ def make_train_step(
     gradients are summed once per step, not once per time step; on several CPU devices of one
     process at most two steps are in flight (``distributed.bounded_dispatch``: more deadlocked
     XLA's CPU collectives).
-    """
 
+    With ``steps_per_call=K`` one call runs K steps with ``lax.scan``: every leaf of ``batch``
+    carries a leading axis of K batches (``[K, B, ...]``; under a layout in ``layout.steps``'
+    shardings) and every metric comes back with a leading axis of K, one per step. The result
+    is bitwise that of K calls (tests), with one dispatch and launch instead of K: on a 2-core
+    CPU the host's dispatch competes with the devices for the cores (BUILD_NOTES.md).
+    """
+    if not (isinstance(steps_per_call, int) and steps_per_call >= 1):
+        raise ValueError(f"steps_per_call must be an int >= 1, got {steps_per_call!r}")
     forward = forward or model_forward(model)
     if layout is not None:
         forward = distributed.data_parallel(forward, layout.mesh)
@@ -73,12 +81,30 @@ def make_train_step(
         metrics |= {"loss": loss_value, "grad_norm": grad_norm, "finite": finite}
         return new_state, metrics
 
+    if steps_per_call > 1:
+        step = _scanned(step, steps_per_call)
     donate_argnums = (0,) if donate else ()
     if layout is None:
         return jax.jit(step, donate_argnums=donate_argnums)
-    ins, outs = (layout.state, layout.batch), (layout.state, layout.replicated)
+    batch = layout.steps if steps_per_call > 1 else layout.batch
+    ins, outs = (layout.state, batch), (layout.state, layout.replicated)
     jitted = jax.jit(step, in_shardings=ins, out_shardings=outs, donate_argnums=donate_argnums)
     return distributed.bounded_dispatch(jitted, layout.mesh)
+
+
+def _scanned(step, steps: int):
+    """``step`` over ``steps`` stacked batches in one ``lax.scan``; metrics stacked likewise."""
+
+    def scanned(state, batches):
+        for path, leaf in jax.tree.leaves_with_path(batches):
+            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != steps:
+                raise ValueError(
+                    f"steps_per_call={steps} takes batches stacked [{steps}, batch, ...]; "
+                    f"batch{jax.tree_util.keystr(path)} has shape {jnp.shape(leaf)}"
+                )
+        return jax.lax.scan(step, state, batches)
+
+    return scanned
 
 
 def _all_finite(tree) -> jax.Array:

@@ -9,6 +9,7 @@ instead dispatched small programs after every step (BUILD_NOTES.md).
 import math
 
 import jax
+import numpy as np
 
 from rnnjax import data
 from rnnjax.train import distributed
@@ -49,24 +50,39 @@ class TrainSums:
 
     def __init__(self, saved: dict | None = None):
         self.sums = None if saved is None else dict(saved)
-        self.pending = []  # (step index, metrics on the devices)
+        self.pending = []  # (first step index, metrics on the devices)
 
     def add(self, step: int, metrics: dict) -> None:
+        """Step ``step``'s metrics, or those of the steps from ``step`` on, stacked (one call of
+        a ``steps_per_call`` train step)."""
         self.pending.append((step, metrics))
 
     def settle(self) -> dict:
         """The sums up to the last step added (a host sync)."""
         fetched = jax.device_get([metrics for _, metrics in self.pending])
-        for (step, _), metrics in zip(self.pending, fetched, strict=True):
-            if self.sums is None:  # an epoch's first step
-                summed = [k for k in metrics if k not in self._NOT_SUMMED]
-                self.sums = {k: 0.0 for k in summed} | {"first_nonfinite": -1}
-            for key in self.sums.keys() - {"first_nonfinite"}:
-                self.sums[key] += float(metrics[key])
-            if not metrics["finite"] and self.sums["first_nonfinite"] < 0:
-                self.sums["first_nonfinite"] = step
+        for (first, _), stacked in zip(self.pending, fetched, strict=True):
+            for step, metrics in enumerate(_each_step(stacked), start=first):
+                self._add_step(step, metrics)
         self.pending = []
         return self.sums
+
+    def _add_step(self, step: int, metrics: dict) -> None:
+        if self.sums is None:  # an epoch's first step
+            summed = [k for k in metrics if k not in self._NOT_SUMMED]
+            self.sums = {k: 0.0 for k in summed} | {"first_nonfinite": -1}
+        for key in self.sums.keys() - {"first_nonfinite"}:
+            self.sums[key] += float(metrics[key])
+        if not metrics["finite"] and self.sums["first_nonfinite"] < 0:
+            self.sums["first_nonfinite"] = step
+
+
+def _each_step(metrics: dict):
+    """One step's metrics at a time from ``metrics``, one step's or several stacked."""
+    if np.ndim(metrics["finite"]) == 0:
+        yield metrics
+        return
+    for i in range(len(metrics["finite"])):
+        yield {key: value[i] for key, value in metrics.items()}
 
 
 def train_means(sums: dict, steps: int) -> dict:
