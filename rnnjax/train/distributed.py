@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from jax._src import xla_bridge  # backends_are_initialized: no public equivalent
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -111,13 +110,22 @@ def prefer_cpu_vector_width(bits: int = 512) -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
     if bits == 0 or _VECTOR_FLAG in flags:
         return False
-    if xla_bridge.backends_are_initialized():  # XLA_FLAGS would be ignored without a word
+    if _backend_started():  # XLA_FLAGS would be ignored without a word
         raise RuntimeError(
             f"prefer_cpu_vector_width({bits}) must run before anything touches a device (an "
             f"array, jax.devices(), params); or set XLA_FLAGS={_VECTOR_FLAG}={bits}"
         )
     os.environ["XLA_FLAGS"] = f"{flags} {_VECTOR_FLAG}={bits}".strip()
     return True
+
+
+def _backend_started() -> bool:
+    """Whether JAX has started a backend. Only a private function says so; a JAX without it
+    is taken as not started (the width may then be ignored, as XLA_FLAGS set late are)."""
+    from jax._src import xla_bridge  # private: imported only where it is needed
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
 
 
 def most_devices(batch_size: int | None, available: int) -> int:
