@@ -26,6 +26,7 @@ REQUIRED = (
     "mesh.data",
     "mesh.cpu_devices",
     "cpu_vector_width",
+    "steps_per_call",
 )
 
 
