@@ -14,14 +14,13 @@ runs its default path: ``seq2vec(rnn(cell), dense(10))`` with ``rnnjax.train.mak
 (which also computes the gradient norm and a finiteness guard) on one device; ``rnnjax_dp`` is
 the launcher's default, the batch split over the devices with a ``layout``, on a CPU one device
 per core (``distributed.split_cpu``, run first; the others still run on device 0 alone), and
-in training ``--steps_per_call`` steps per call (``config.steps_per_call``: the figures are
-per step); the
-``_bf16`` variants use ``compute_dtype="bfloat16"``. Like the launcher, the run first asks
-XLA:CPU for 512-bit vectors (``--cpu_vector_width``, ``distributed.prefer_cpu_vector_width``), a
-process setting that the JAX peers (Flax, Keras) compile with too. Peers are optional and skipped
-with a note when not installed; Keras runs on the JAX backend (``train_on_batch`` /
-``predict_on_batch``, which return to the host every step), PyTorch on the CPU with
-``torch.set_num_threads(cores)``.
+in training ``--steps_per_call`` steps per call (``config.steps_per_call``; the figures are
+per step); the ``_bf16`` variants use ``compute_dtype="bfloat16"``. Like the launcher, the run
+first asks XLA:CPU for 512-bit vectors (``--cpu_vector_width``,
+``distributed.prefer_cpu_vector_width``), a process setting that the JAX peers (Flax, Keras)
+compile with too. Peers are optional and skipped with a note when not installed; Keras runs on
+the JAX backend (``train_on_batch`` / ``predict_on_batch``, which return to the host every
+step), PyTorch on the CPU with ``torch.set_num_threads(cores)``.
 
 FLOPs count the matmuls only: a forward pass is ``2·B·T·(D+H)·G·H + 2·B·H·10`` (G gate blocks:
 1 simple, 3 GRU, 4 LSTM; input size D, H units, dense head 10); a training step 3x that, less
