@@ -187,8 +187,8 @@ def rnnjax_runner(
 ) -> Runner:
     """The library's default path, with batches as dicts already on the device;
     ``compute_dtype="bfloat16"`` is its mixed-precision option. ``data_parallel``: the
-    launcher's default, the batch split over as many of the devices as divide it (``layout``),
-    training ``steps_per_call`` steps per call (on the same batch, stacked)."""
+    launcher's default, the batch split over as many of the devices as divide it (``layout``).
+    Training runs ``steps_per_call`` steps per call (on the same batch, stacked)."""
     layer = rnnjax.rnn(
         getattr(rnnjax.cells, cell)(units, compute_dtype=compute_dtype), **rnn_options
     )
@@ -201,7 +201,7 @@ def rnnjax_runner(
         count = distributed.most_devices(len(xs), jax.device_count())
         state, layout = distributed.sharded_state(init, distributed.make_mesh(count))
     else:
-        state, layout, steps_per_call = init(), None, 1
+        state, layout = init(), None
     if not train:
         params, apply = state.params, jax.jit(model.apply)
         inputs = _on_devices(batch, layout and layout.batch)["inputs"]
@@ -256,8 +256,10 @@ def make_runner(name: str, framework: str, train: bool) -> Runner:
     """``framework``'s step on model ``name``, as it runs by default."""
     spec = MODELS[name]
     if framework in OURS:
-        ours = OURS[framework]
-        return rnnjax_runner(*spec[:2], *random_batch(spec), train, *ours, _STEPS_PER_CALL.value)
+        dtype, data_parallel = OURS[framework]
+        steps_per_call = _STEPS_PER_CALL.value if data_parallel else 1  # one device: as peers
+        args = (*spec[:2], *random_batch(spec), train, dtype, data_parallel, steps_per_call)
+        return rnnjax_runner(*args)
     return Runner(PEERS[framework](spec.cell, spec.units, *random_batch(spec), train))
 
 

@@ -163,6 +163,19 @@ def check_directory(path: Path, name: str) -> None:
         raise PermissionError(f"{name} {path} cannot be written: {existing} is read-only")
 
 
+def real_number(value) -> bool:
+    """A real number: a Python or numpy scalar, or a 0-d numpy or JAX array of one."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, Real):
+        return True
+    return (
+        isinstance(value, np.ndarray | jax.Array)
+        and value.ndim == 0
+        and (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
+    )
+
+
 def check_size(name: str, value) -> int:
     """``value`` as an int >= 1 (a layer's width, a vocabulary, an input size)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import sampling
-from rnnjax._checks import check_size
+from rnnjax._checks import check_size, real_number
 from rnnjax.models import EncoderDecoder
 from rnnjax.models._shapes import checked_lengths
 
@@ -45,10 +45,7 @@ def _checked_before_jit(decode):
 
 
 def _finite(value) -> bool:
-    try:
-        return bool(np.isfinite(value))
-    except TypeError:  # not a number
-        return False
+    return real_number(value) and bool(np.isfinite(float(value)))
 
 
 @_checked_before_jit
@@ -81,7 +78,7 @@ def greedy(
     """
 
     def most_likely(t, logits):
-        return jnp.argmax(jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+        return jnp.argmax(logits, axis=-1)
 
     return _decode_one_by_one(
         model, params, src, src_lengths, start_token, end_token, max_length, most_likely

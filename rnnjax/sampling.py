@@ -6,18 +6,20 @@ most decoders: logits are divided by the temperature, then only the ``top_k`` la
 smallest set of most likely tokens whose probability reaches ``top_p`` stay candidates.
 """
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rnnjax._checks import real_number
 
 
 def check_options(temperature, top_k, top_p) -> None:
     """Checks the options where they are concrete (a traced temperature or top_p passes):
     ``temperature > 0``, ``top_k`` an int >= 1 or None, ``top_p`` in (0, 1] or None."""
     if not isinstance(temperature, jax.core.Tracer) and not (
-        _number(temperature) and 0 < float(temperature) < float("inf")
+        real_number(temperature) and 0 < float(temperature) < float("inf")
     ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if top_k is not None and (
@@ -25,7 +27,7 @@ def check_options(temperature, top_k, top_p) -> None:
     ):
         raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")
     concrete_p = top_p is not None and not isinstance(top_p, jax.core.Tracer)
-    if concrete_p and not (_number(top_p) and 0 < float(top_p) <= 1):
+    if concrete_p and not (real_number(top_p) and 0 < float(top_p) <= 1):
         raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
@@ -40,19 +42,6 @@ def check_key(key) -> None:
     else:
         got = repr(key)
     raise TypeError(f"key must be one PRNG key such as jax.random.key(0), got {got}")
-
-
-def _number(value) -> bool:
-    """A real number: a Python or numpy scalar, or a 0-d numpy or JAX array of one."""
-    if isinstance(value, bool | np.bool_):
-        return False
-    if isinstance(value, Real):
-        return True
-    return (
-        isinstance(value, np.ndarray | jax.Array)
-        and value.ndim == 0
-        and (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
-    )
 
 
 def draw(

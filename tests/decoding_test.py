@@ -236,7 +236,7 @@ def test_a_source_that_is_not_a_batch_of_token_rows_is_named(random_model, decod
         DECODERS[decode](model, params, src[0], start_token=START, end_token=END, max_length=3)
 
 
-@pytest.mark.parametrize("penalty", [float("nan"), "0.6"])
+@pytest.mark.parametrize("penalty", [float("nan"), "0.6", np.array([0.6, 0.6]), True])
 def test_a_length_penalty_that_is_not_a_finite_number_is_named(random_model, penalty):
     model, params, src = random_model
     with pytest.raises(ValueError, match="length_penalty must be a finite number, got"):

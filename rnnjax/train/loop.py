@@ -188,12 +188,11 @@ class _Run:
         self.config, self.task, self.ckpts = config, task, ckpts
         self.steps_per_epoch = steps_per_epoch
         self.layout, self.primary = layout, jax.process_index() == 0
-        self.train_step, self.train_steps = (
-            make_train_step(
-                task.model, tx, task.loss, forward=task.forward, layout=layout, steps_per_call=k
-            )
-            for k in (1, config.steps_per_call)
+        make = functools.partial(
+            make_train_step, task.model, tx, task.loss, forward=task.forward, layout=layout
         )
+        self.train_step = make()
+        self.train_steps = make(steps_per_call=config.steps_per_call)  # used only when > 1
         self.eval_step = make_eval_step(
             task.model, task.loss, forward=task.forward, metrics=task.evaluate, layout=layout
         )
