@@ -1,12 +1,14 @@
 """Training speed of linear cells: parallel (associative scan) vs sequential (lax.scan) unroll.
 
   python -m experiments.parallel_scan_benchmark --lengths=64,256,784,4096 --repeats=20
+      [--compute_dtype=bfloat16]
 
 One training step is the jitted gradient of a mean-squared-output loss w.r.t. the params
-(forward and backward), timed after a compiling call, with ``block_until_ready``, the two forms
-alternately; the median of ``--repeats`` runs of each is reported. Prints a table, one JSON
-line per (cell, T) and, per cell, the crossover: the T from which the parallel form is faster,
-interpolated in log-log between the measured lengths. Expected on an accelerator (issue
+(forward and backward; ``--compute_dtype`` sets the cells' matmuls), timed after a compiling
+call, with ``block_until_ready``, the two forms alternately; the median of ``--repeats`` runs
+of each is reported. Prints a table, one JSON line per (cell, T) and, per cell, the crossover:
+the T from which the parallel form is faster, interpolated in log-log between the measured
+lengths. Expected on an accelerator (issue
 "Linear recurrences trained in parallel over time"): the parallel form ≥ 5x faster at T = 784
 and T = 4096.
 """
@@ -41,6 +43,12 @@ _INPUT_SIZE = flags.DEFINE_integer("input_size", 8, "Input features per step.", 
 _REPEATS = flags.DEFINE_integer(
     "repeats", 10, "Timed steps per measurement (median taken).", lower_bound=1
 )
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "The cells' matmuls (float32 accumulation; the scans stay float32).",
+)
 
 
 def both_forms_ms(cell, length: int, batch: int, input_size: int, repeats: int) -> dict:
@@ -69,17 +77,20 @@ def both_forms_ms(cell, length: int, batch: int, input_size: int, repeats: int) 
     return {parallel: 1000 * statistics.median(t) for parallel, t in times.items()}
 
 
-def benchmark(cells, lengths, *, batch: int, units: int, input_size: int, repeats: int):
+def benchmark(
+    cells, lengths, *, batch: int, units: int, input_size: int, repeats: int, compute_dtype=None
+):
     """One row per (cell, T): ms per step of each form and the parallel speedup."""
     rows = []
     for name in cells:
-        cell = CELLS[name](units)
+        cell = CELLS[name](units, compute_dtype=compute_dtype)
         for length in lengths:
             ms = both_forms_ms(cell, length, batch, input_size, repeats)
             rows.append(
                 {
                     "cell": name,
                     "T": length,
+                    "compute_dtype": compute_dtype or "float32",
                     "parallel_ms": round(ms[True], 4),
                     "sequential_ms": round(ms[False], 4),
                     "speedup": round(ms[False] / ms[True], 3),
@@ -119,7 +130,11 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--cells must be among {list(CELLS)}, got {sorted(unknown)}")
     lengths = sorted(int(t) for t in _LENGTHS.value)
-    print(f"device: {jax.devices()[0].device_kind}, batch {_BATCH.value}, units {_UNITS.value}")
+    dtype = _COMPUTE_DTYPE.value
+    print(
+        f"device: {jax.devices()[0].device_kind}, batch {_BATCH.value}, units {_UNITS.value}, "
+        f"matmuls in {dtype}"
+    )
     rows = benchmark(
         _CELLS.value,
         lengths,
@@ -127,6 +142,7 @@ def main(argv):
         units=_UNITS.value,
         input_size=_INPUT_SIZE.value,
         repeats=_REPEATS.value,
+        compute_dtype=None if dtype == "float32" else dtype,
     )
     print(table(rows))
     for row in rows:

@@ -316,9 +316,10 @@ def test_lru_rejects_bad_rings(kwargs, message):
 
 def test_benchmark_runs_and_finds_the_crossover():
     rows = parallel_scan_benchmark.benchmark(
-        ["lru"], [3], batch=2, units=2, input_size=2, repeats=1
+        ["lru"], [3], batch=2, units=2, input_size=2, repeats=1, compute_dtype="bfloat16"
     )
     assert [r["T"] for r in rows] == [3] and all(r["speedup"] > 0 for r in rows)
+    assert rows[0]["compute_dtype"] == "bfloat16"
     assert "T" in parallel_scan_benchmark.crossover(rows)
     fake = [{"T": 64, "speedup": 0.5}, {"T": 256, "speedup": 2.0}]
     assert "crossover at T ≈ 128 " in parallel_scan_benchmark.crossover(fake)
@@ -331,3 +332,51 @@ def test_benchmark_refuses_lengths_and_counts_below_one():
     for values in ({"lengths": ["0"]}, {"lengths": ["abc"]}, {"repeats": 0}, {"batch": 0}):
         with pytest.raises(flags.IllegalFlagValueError), flagsaver.flagsaver(**values):
             pass
+
+
+# ---------------------------------------------------------------- mixed precision (compute_dtype)
+
+
+def bfloat16_values(a):
+    """``a`` rounded to bfloat16, stored as float32."""
+    return jnp.asarray(a, jnp.bfloat16).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("name", ["min_gru", "min_lstm"])
+def test_bfloat16_compute_equals_float32_on_rounded_operands(name):
+    """The input matmul is their only one: with ``x`` and ``wx`` already bfloat16 values, the
+    bfloat16 cell gives the float32 cell's outputs (products exact, float32 accumulation), in
+    both forms."""
+    mixed, plain = getattr(cells, name)(H, compute_dtype="bfloat16"), getattr(cells, name)(H)
+    params, xs, carry = setup(plain)
+    params, xs = params | {"wx": bfloat16_values(params["wx"])}, bfloat16_values(xs)
+    for parallel in (True, False):
+        got = fast_jit(unroll_fn(mixed, "resets_lengths_carry", parallel))(params, xs, carry)
+        want = fast_jit(unroll_fn(plain, "resets_lengths_carry", parallel))(params, xs, carry)
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("name, rtol", [("min_gru", 1e-5), ("min_lstm", 1e-5), ("lru", 1e-2)])
+def test_bfloat16_compute_keeps_float32_state_and_gradients(name, rtol):
+    """bfloat16 matmuls differ from float32 by bfloat16's precision, not more; the carry, the
+    outputs and the gradients stay float32, and the parallel form equals the stepped one (the
+    LRU's readout rounds a state the two forms sum in different orders, hence its rtol)."""
+    kwargs = {"output_size": OUT} if name == "lru" else {}
+    mixed = getattr(cells, name)(H, compute_dtype="bfloat16", **kwargs)
+    plain = getattr(cells, name)(H, **kwargs)
+    params, xs, carry = setup(plain)
+    got = outputs_and_grads(unroll_fn(mixed, "everything_reverse", True), params, xs, carry)
+    want = outputs_and_grads(unroll_fn(plain, "everything_reverse", True), params, xs, carry)
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(got))
+    (_, ys16), grads16 = got
+    (_, ys32), grads32 = want
+    error = np.max(np.abs(np.asarray(ys16) - np.asarray(ys32)))
+    assert 1e-5 < error < 5e-2 * np.max(np.abs(np.asarray(ys32)))  # the option is in effect
+    assert_close(grads16, grads32, rtol=1e-1)
+    stepped = outputs_and_grads(unroll_fn(mixed, "everything_reverse", False), params, xs, carry)
+    assert_close(got, stepped, rtol=rtol)
+
+
+def test_bad_compute_dtype_of_a_linear_cell_is_named():
+    with pytest.raises(ValueError, match="compute_dtype must be a float dtype"):
+        cells.lru(H, compute_dtype="int8")

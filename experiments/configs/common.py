@@ -48,7 +48,7 @@ def classifier_config(**model) -> ml_collections.ConfigDict:
     config.model.dropout = 0.0  # between stacked layers, in training only
     config.model.pool = "last"  # last | mean | max
     config.model.cell_options = {}
-    config.model.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (simple..indrnn)
+    config.model.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (every cell)
     config.model.update(model)
     return config
 
@@ -75,7 +75,7 @@ def recurrent_model(**model) -> ml_collections.ConfigDict:
     config.num_layers = 1
     config.dropout = 0.0  # between stacked layers, in training only
     config.cell_options = {}  # keyword options of the cell factory
-    config.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (simple..indrnn)
+    config.compute_dtype = "float32"  # bfloat16: mixed-precision matmuls (every cell)
     config.update(model)
     return config
 

@@ -17,9 +17,11 @@ from rnnjax.cells._base import (
     Cell,
     carry_maker,
     carry_vector,
+    check_compute_dtype,
     fused_init,
     glorot_uniform,
     hoistable,
+    matmul,
     zeros,
 )
 
@@ -85,9 +87,10 @@ def _rows(params):
     return params["wx"].shape[0]
 
 
-def _gated(units, gates, kernel_init, bias_init, learn_initial_carry):
+def _gated(units, gates, kernel_init, bias_init, learn_initial_carry, compute_dtype):
     """init, initial_carry and project of a minGRU/minLSTM with ``gates`` fused blocks."""
     carry_params, initial_carry = carry_maker(carry_vector(units), learn_initial_carry)
+    compute_dtype = check_compute_dtype(compute_dtype)
 
     def init(key, input_size):
         kx, kb = jax.random.split(key)
@@ -98,13 +101,18 @@ def _gated(units, gates, kernel_init, bias_init, learn_initial_carry):
         }
 
     def project(params, x):
-        return x @ params["wx"] + params["b"]
+        return matmul(x, params["wx"], compute_dtype) + params["b"]
 
     return init, initial_carry, project
 
 
 def min_gru(
-    units: int, *, kernel_init=glorot_uniform, bias_init=zeros, learn_initial_carry=False
+    units: int,
+    *,
+    kernel_init=glorot_uniform,
+    bias_init=zeros,
+    learn_initial_carry=False,
+    compute_dtype=None,
 ) -> Cell:
     """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): gates see only the input::
 
@@ -116,13 +124,17 @@ def min_gru(
     may have any sign: its share ``∏ (1 - z) ⊙ h_0`` is scanned in linear space.
 
     Params: ``wx [D, 2H]``, ``b [2H]`` (blocks z, h̃). The carry and the output are ``h [..., H]``.
+    ``compute_dtype`` (e.g. ``"bfloat16"``) runs the input matmul in it with float32
+    accumulation; the gates and the scan stay float32.
 
     Example:
       >>> cell = rnnjax.cells.min_gru(128)
       >>> params = cell.init(jax.random.key(0), 8)
       >>> carry, ys = rnnjax.unroll(cell, params, jnp.ones((4, 784, 8)))  # parallel over time
     """
-    init, initial_carry, project = _gated(units, 2, kernel_init, bias_init, learn_initial_carry)
+    init, initial_carry, project = _gated(
+        units, 2, kernel_init, bias_init, learn_initial_carry, compute_dtype
+    )
 
     def coefficients(params, pre):
         k, h = jnp.split(pre, 2, axis=-1)
@@ -137,7 +149,12 @@ def min_gru(
 
 
 def min_lstm(
-    units: int, *, kernel_init=glorot_uniform, bias_init=zeros, learn_initial_carry=False
+    units: int,
+    *,
+    kernel_init=glorot_uniform,
+    bias_init=zeros,
+    learn_initial_carry=False,
+    compute_dtype=None,
 ) -> Cell:
     """minLSTM (Feng et al. 2024) with the paper's normalised, time-independent gates::
 
@@ -149,8 +166,11 @@ def min_lstm(
     ``log f' = -softplus(d)``, ``log i' = -softplus(-d)``); ``g`` as in ``min_gru``.
 
     Params: ``wx [D, 3H]``, ``b [3H]`` (blocks f, i, h̃). The carry and the output are ``h``.
+    ``compute_dtype`` as in ``min_gru``.
     """
-    init, initial_carry, project = _gated(units, 3, kernel_init, bias_init, learn_initial_carry)
+    init, initial_carry, project = _gated(
+        units, 3, kernel_init, bias_init, learn_initial_carry, compute_dtype
+    )
 
     def split(pre):
         k_f, k_i, h = jnp.split(pre, 3, axis=-1)
@@ -176,6 +196,7 @@ def lru(
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     learn_initial_carry: bool = False,
+    compute_dtype=None,
 ) -> Cell:
     """Linear Recurrent Unit (Orvieto et al. 2023), a diagonal complex linear recurrence::
 
@@ -194,6 +215,8 @@ def lru(
       r_min, r_max: ``0 ≤ r_min < r_max ≤ 1``, the initial range of ``|λ|``.
       max_phase: the initial range of ``arg λ``, ``2π`` by default.
       learn_initial_carry: learn h_0 instead of using zeros.
+      compute_dtype: dtype of the matmuls (``x·[B_re, B_im, D]``, ``h·C``), e.g. ``"bfloat16"``,
+        with float32 accumulation; ``λ``, the state and the scan stay float32 (complex64).
 
     Params: ``nu_log, theta_log, gamma_log [N]``, ``B_re, B_im [D, N]``, ``C_re, C_im [N, O]``,
     ``D [D, O]``. The carry is a real ``[..., 2N]`` array ``[Re h, Im h]`` (a plain float array,
@@ -207,13 +230,15 @@ def lru(
     if max_phase <= 0:
         raise ValueError(f"max_phase must be positive, got {max_phase}")
     out = units if output_size is None else check_size("output_size", output_size)
+    compute_dtype = check_compute_dtype(compute_dtype)
     carry_params, initial_carry = carry_maker(carry_vector(units, parts=2), learn_initial_carry)
 
     def init(key, input_size):
         return _lru_init(key, input_size, units, out, r_min, r_max, max_phase) | carry_params()
 
     def project(params, x):
-        return x @ jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=-1)
+        w = jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=-1)
+        return matmul(x, w, compute_dtype)
 
     def coefficients(params, pre):
         lam = jnp.exp(_complex(-jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])))
@@ -221,7 +246,11 @@ def lru(
         return lam, jnp.exp(params["gamma_log"]) * bx
 
     def readout(params, s, pre):
-        return s.real @ params["C_re"] - s.imag @ params["C_im"] + pre[..., 2 * units :]
+        # Re(s·C) as one matmul, [Re s, Im s]·[C_re; -C_im]: the two products of Re s and Im s
+        # let XLA:CPU fuse the scan's last combine into two transposed copies for their
+        # gradients, 1.2x slower over a whole parallel training step (BUILD_NOTES.md)
+        c = jnp.concatenate([params["C_re"], -params["C_im"]], axis=0)
+        return matmul(from_state(s), c, compute_dtype) + pre[..., 2 * units :]
 
     def to_state(carry):
         return _complex(carry[..., :units], carry[..., units:])
