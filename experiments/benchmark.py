@@ -27,18 +27,21 @@ FLOPs count the matmuls only: a forward pass is ``2·B·T·(D+H)·G·H + 2·B·H
 ``2·B·T·D·G·H``, the gradient with respect to the inputs, which no framework computes (the data
 are not differentiated). The peak is the best GFLOP/s of a ``--peak_size`` square fp32
 ``jnp.dot`` on JAX's default device: XLA's large-matmul rate when the run starts, an estimate of
-the hardware's (it varies by 10-40% between runs on shared machines).
+the hardware's (it varies by 10-40% between runs on shared machines). The same product of
+bfloat16 operands summed in float32 is reported too (``peak_gflops_bfloat16``): what the
+``_bf16`` variants' matmuls could reach; their ``peak_fraction`` is still of the fp32 peak.
 
 Output: a table, then JSON lines: one per result (``model, framework, mode, device, batch, T,
 examples_per_s, examples_per_s_range, ms_per_step, gflops, peak_fraction``), one per (model,
 mode) with ``rnnjax_over_fastest_peer`` (examples/s of rnnjax ÷ the fastest peer's; > 1 means
 rnnjax is faster) and ``ratio_at_fp32_peak`` (the ratio a float32 run would reach at the whole
 measured peak, ``1 / peak_fraction`` of the fastest peer: an estimate of the most a float32
-run could reach, as good as the peak's), and one with ``peak_gflops``. ``--memory`` runs each
-(T, remat) training step of an LSTM 128 (batch ``--memory_batch``, 1 input feature) in a fresh
-subprocess and reports its peak RSS (``ru_maxrss``, Linux; the baseline before the step is the
-runtime's own) and, on an accelerator, the device's peak memory (``device_peak_gib``), which is
-then what the goal is checked on. Expected: with remat, T = 16384 under 4 GiB.
+run could reach, as good as the peak's), and one with ``peak_gflops`` and
+``peak_gflops_bfloat16``. ``--memory`` runs each (T, remat) training step of an LSTM 128 (batch
+``--memory_batch``, 1 input feature) in a fresh subprocess and reports its peak RSS (``ru_maxrss``,
+Linux; the baseline before the step is the runtime's own) and, on an accelerator, the device's peak
+memory (``device_peak_gib``), which is then what the goal is checked on. Expected: with remat, T =
+16384 under 4 GiB.
 """
 
 import functools
@@ -243,10 +246,11 @@ def seconds_per_step(run, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def matmul_peak_gflops(size: int, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an N x N ``jnp.dot`` on JAX's default device."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    dot = jax.jit(jnp.dot)
+def matmul_peak_gflops(size: int, repeats: int = 5, dtype=jnp.float32) -> float:
+    """Best GFLOP/s of an N x N ``jnp.dot`` on JAX's default device, of ``dtype`` operands
+    accumulated in float32 (bfloat16: the rate ``compute_dtype="bfloat16"`` can reach)."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    dot = jax.jit(functools.partial(jnp.dot, preferred_element_type=jnp.float32))
     jax.block_until_ready(dot(a, a))
     best = min(seconds_per_step(lambda: dot(a, a), 1, 0) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
@@ -400,16 +404,17 @@ def emit(lines, json_out: str | None) -> None:
 def run_speed(models, frameworks, modes, steps: int, warmup: int, rounds: int, peak_size: int):
     """Every (model, mode, framework) measured; returns the JSON lines."""
     peak = matmul_peak_gflops(peak_size)
+    bf16_peak = matmul_peak_gflops(peak_size, dtype=jnp.bfloat16)
     rows = []
     for name in models:
         for train in modes:
             rows += measure_interleaved(name, frameworks, train, steps, warmup, rounds, peak)
     ratios = comparisons(rows)
     print(table(rows, ratios))
+    print(f"matmul peak: {peak:.0f} GFLOP/s float32, {bf16_peak:.0f} bfloat16 (float32 sums)")
+    peaks = {"peak_gflops": round(peak, 2), "peak_gflops_bfloat16": round(bf16_peak, 2)}
     device = jax.devices()[0].device_kind
-    return (
-        rows + ratios + [{"peak_gflops": round(peak, 2), "peak_size": peak_size, "device": device}]
-    )
+    return rows + ratios + [peaks | {"peak_size": peak_size, "device": device}]
 
 
 def available(frameworks):

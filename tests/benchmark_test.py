@@ -45,7 +45,7 @@ def test_main_prints_and_writes_json_lines(tmp_path, capsys):
     ratios = [line for line in lines if "rnnjax_over_fastest_peer" in line]
     assert {r["mode"] for r in ratios} == {"train", "infer"}
     assert all(r["rnnjax_over_fastest_peer"] > 0 and r["ratio_at_fp32_peak"] > 0 for r in ratios)
-    assert lines[-1]["peak_gflops"] > 0
+    assert lines[-1]["peak_gflops"] > 0 and lines[-1]["peak_gflops_bfloat16"] > 0
     assert "rnnjax_dp / fastest peer" in out
 
 
