@@ -115,6 +115,8 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     carry, ys = layer.apply(params, seed)
     if tokens and ys.ndim != 3:
         raise ValueError(f"layer must output logits [B, T, V] for token seeds, got {ys.shape}")
+    if tokens:
+        _check_vocabulary(layer, params, ys.shape[-1], seed.dtype)
     if not tokens and ys.shape[-1] != seed.shape[-1]:
         raise ValueError(
             f"layer must output its input size {seed.shape[-1]} to feed predictions back, "
@@ -139,3 +141,19 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     first = next_input(0, ys[:, -1])
     _, rest = jax.lax.scan(feed_back, (carry, first), jnp.arange(1, steps))
     return jnp.concatenate([first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
+
+
+def _check_vocabulary(layer, params, vocab: int, dtype) -> None:
+    """Refuses, while tracing, a layer whose logits range over more ids (V) than it takes in:
+    a generated id past its embedding's table would embed as NaN under jit, not raise. The
+    layer is traced abstractly on the id V - 1, which its own checks (``embed``'s) see."""
+    with jax.ensure_compile_time_eval():
+        largest = jnp.full((1, 1), vocab - 1, dtype)
+    try:
+        jax.eval_shape(lambda params: layer.apply(params, largest), params)
+    except ValueError as e:
+        raise ValueError(
+            f"generate feeds back ids up to V - 1 = {vocab - 1}, V = {vocab} being the size of "
+            f"the layer's logits, but the layer does not take them ({e}): its head's size must "
+            "be its embedding's vocabulary"
+        ) from e

@@ -170,6 +170,19 @@ def test_a_language_model_with_a_key_feeds_back_drawn_tokens():
     assert not np.array_equal(got, rnnjax.generate(layer, params, seed, steps=TOKEN_STEPS))
 
 
+def test_a_head_wider_than_the_vocabulary_is_refused():
+    """Its extra ids would be fed back and embedded as NaN rows under jit."""
+    wide = rnnjax.serial(rnnjax.embed(VOCAB, 4), rnnjax.rnn(cells.gru(H)), rnnjax.dense(VOCAB + 3))
+    params, _ = wide.init(jax.random.key(0), None)
+    seed = jnp.zeros((B, T0), jnp.int32)
+    with pytest.raises(
+        ValueError,
+        match=rf"ids up to V - 1 = {VOCAB + 2}, V = {VOCAB + 3} .*"
+        rf"vocab_size={VOCAB}\), got min {VOCAB + 2}",
+    ):
+        rnnjax.generate(wide, params, seed, steps=3)
+
+
 def test_sampling_options_need_tokens_and_a_key():
     cell = cells.output_projection(cells.simple(H), D)
     values = rnnjax.rnn(cell), cell.init(jax.random.key(0), D)
