@@ -103,6 +103,49 @@ def ref_gru(units, reset_after):
     return step
 
 
+def positive(x):
+    """minGRU/minLSTM's g: ``x + 0.5`` for ``x >= 0``, else ``σ(x)``."""
+    return np.where(x >= 0, x + 0.5, sigmoid(x))
+
+
+def ref_min_gru(units):
+    """Feng et al. 2024: ``h = (1 - z) h + z g(h̃)``, gates of the input alone."""
+
+    def step(p, h, x):
+        pre = x @ p["wx"] + p["b"]
+        z, h_tilde = sigmoid(gate(pre, 0, units)), positive(gate(pre, 1, units))
+        h = (1.0 - z) * h + z * h_tilde
+        return h, h
+
+    return step
+
+
+def ref_min_lstm(units):
+    """Feng et al. 2024: ``h = f' h + i' g(h̃)`` with ``f' = f / (f + i)``, ``i' = i / (f + i)``."""
+
+    def step(p, h, x):
+        pre = x @ p["wx"] + p["b"]
+        f, i = sigmoid(gate(pre, 0, units)), sigmoid(gate(pre, 1, units))
+        h = f / (f + i) * h + i / (f + i) * positive(gate(pre, 2, units))
+        return h, h
+
+    return step
+
+
+def ref_lru(units):
+    """Orvieto et al. 2023: ``h = λ h + exp(γ) (x B)``, ``y = Re(h C) + x D``, in complex128;
+    the carry is ``[Re h, Im h]``."""
+
+    def step(p, carry, x):
+        h = carry[..., :units] + 1j * carry[..., units:]
+        lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+        h = lam * h + np.exp(p["gamma_log"]) * (x @ (p["B_re"] + 1j * p["B_im"]))
+        y = (h @ (p["C_re"] + 1j * p["C_im"])).real + x @ p["D"]
+        return np.concatenate([h.real, h.imag], axis=-1), y
+
+    return step
+
+
 def ref_stack(*steps):
     def step(p, carries, x):
         new = []
@@ -147,6 +190,9 @@ CASES = {
     "gru_reset_after": lambda: (cells.gru(H), ref_gru(H, True)),
     "gru_reset_before": lambda: (cells.gru(H, reset_after=False), ref_gru(H, False)),
     "indrnn": lambda: (cells.indrnn(H), ref_indrnn(relu)),
+    "min_gru": lambda: (cells.min_gru(H), ref_min_gru(H)),
+    "min_lstm": lambda: (cells.min_lstm(H), ref_min_lstm(H)),
+    "lru": lambda: (cells.lru(H, output_size=P), ref_lru(H)),
     "indrnn_max": lambda: (cells.indrnn(H, recurrent_max=0.5), ref_indrnn(relu, 0.5)),
     "stack": lambda: (
         cells.stack(
