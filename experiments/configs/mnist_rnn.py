@@ -5,8 +5,9 @@ Run (offline, from the MNIST IDX files):
       --config.data.manual_dir=../shared/data/mnist
 
 Adam with peak learning rate 0.001, cosine-decayed to 0 over 20 epochs; batch 150.
-Expected: test accuracy 0.984 after 20 epochs (0.980 from epoch 12); about 25 s an epoch on
-2 CPU cores. With a constant learning rate the same model plateaus at 0.977 (BUILD_NOTES.md).
+Expected: test accuracy 0.984 after 20 epochs (0.980 from epoch 12); about 2.5-5 s an epoch on
+2 CPU cores with the launcher's defaults. With a constant learning rate the same model plateaus
+at 0.977 (BUILD_NOTES.md).
 """
 
 from experiments.configs.common import classifier_config
