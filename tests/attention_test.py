@@ -1,6 +1,7 @@
 """Tests for the attention decoder of ``rnnjax.models.encoder_decoder`` (Luong and Bahdanau).
 
-Truth: the weights as a masked softmax (sum 1 on valid steps, exactly 0 on padding), a Python
+Truth: one decode step written in numpy from the papers' equations, the weights as a masked
+softmax (sum 1 on valid steps, exactly 0 on padding), a Python
 loop of ``decode_step`` against teacher forcing, a source alone against the same source padded,
 central differences for the gradient, and greedy decoding against a beam of one.
 """
@@ -69,6 +70,39 @@ def test_masked_softmax_of_an_empty_source_is_all_zero():
     weights = attention_weights(jnp.array([[1.0, 2.0, 30.0], [1.0, 2.0, 3.0]]), mask)
     np.testing.assert_allclose(weights[0], [1 / (1 + np.e), np.e / (1 + np.e), 0.0], rtol=1e-6)
     np.testing.assert_array_equal(weights[1], 0.0)
+
+
+def test_a_decode_step_follows_the_papers_equations_in_numpy(model_and_params):
+    """Scores (Luong's ``h·W_a m``, Bahdanau's ``v·tanh(W h + U m)``), softmax over the valid
+    steps, context ``Σ a m``, ``h̃ = tanh(W_c [c; h] + b_c)`` and the head, in float64 from the
+    cell's output ``h`` (the cell is checked against its own reference in cells_test.py)."""
+    model, params = model_and_params
+    carry = model.encode(params, tokens(1, (B, S), SRC_V), SRC_LENGTHS)
+    feeding = params["decoder"]["wx"].shape[0] == D + H
+    feed = np.random.default_rng(0).standard_normal((B, H)).astype(np.float32)
+    carry, token = carry._replace(feed=jnp.asarray(feed)), tokens(2, (B,), TGT_V)
+    new, logits = fast_jit(model.decode_step)(params, carry, token)
+
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    x = p["tgt_embed"]["table"][np.asarray(token)]
+    x = np.concatenate([x, feed], axis=-1) if feeding else x
+    _, h = cells.lstm(H).apply(params["decoder"], carry.cell, jnp.asarray(x, jnp.float32))
+    h, memory = np.asarray(h, np.float64), np.asarray(carry.memory, np.float64)
+    att = p["attention"]
+    if "query" in att:  # bahdanau
+        score = np.tanh(memory @ att["memory"] + (h @ att["query"])[:, None]) @ att["v"]
+    else:
+        score = np.einsum("bh,bsh->bs", h, memory @ att["memory"])
+    valid = np.arange(S) < np.asarray(SRC_LENGTHS)[:, None]
+    e = np.where(valid, np.exp(score - np.where(valid, score, -np.inf).max(-1, keepdims=True)), 0)
+    weights = e / e.sum(-1, keepdims=True)
+    context = np.einsum("bs,bsm->bm", weights, memory)
+    combine = att["combine"]
+    state = np.tanh(np.concatenate([context, h], axis=-1) @ combine["w"] + combine["b"])
+    np.testing.assert_allclose(new.weights, weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.feed, state, rtol=1e-5, atol=1e-6)
+    want = state @ p["head"]["w"] + p["head"]["b"]
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
 
 
 def test_teacher_forcing_equals_stepping_decode_step(model_and_params, apply):
