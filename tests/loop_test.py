@@ -388,7 +388,7 @@ def test_resuming_with_more_epochs_trains_on(dirs, reference, tmp_path):
     config = launch.load_config(str(CONFIG), _overrides(dirs, num_epochs=4))
     records = train_and_evaluate(config, workdir)
     assert [r["step"] for r in records] == [6, 12, 18, 24]
-    assert loop.load_config(workdir)["num_epochs"] == 4
+    assert loop.saved_config(workdir)["num_epochs"] == 4
 
 
 def _counting_calls(monkeypatch) -> list[int]:

@@ -1,6 +1,5 @@
 """Evaluating a finished (or running) workdir: test metrics and a confusion matrix."""
 
-import json
 from pathlib import Path
 
 import jax
@@ -10,7 +9,7 @@ import numpy as np
 from rnnjax import data
 from rnnjax.train import builders, tasks
 from rnnjax.train.checkpoints import Checkpoints
-from rnnjax.train.loop import CONFIG_FILE
+from rnnjax.train.loop import CONFIG_FILE, saved_config
 from rnnjax.train.metrics import plot_confusion_matrix
 from rnnjax.train.state import init_state
 from rnnjax.train.steps import make_eval_step
@@ -33,7 +32,7 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     workdir = Path(workdir)
     if not (workdir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
-    config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
+    config = ml_collections.ConfigDict(saved_config(workdir))
     task = tasks.build(config)
     template = init_state(task.model, builders.optimizer(config), jax.random.key(config.seed))
     with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:  # a trainer may be running

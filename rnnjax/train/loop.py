@@ -148,7 +148,7 @@ def _check_resumable(config, workdir: Path):
     saved_file = workdir / CONFIG_FILE
     if not saved_file.exists() or not _has_checkpoints(workdir / CHECKPOINTS_DIR):
         return
-    saved = flatten_dict(json.loads(saved_file.read_text()), sep=".")
+    saved = flatten_dict(saved_config(workdir), sep=".")
     new = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     changed = [
         f"{key}: {_shown(saved, key)} → {_shown(new, key)}"
@@ -339,6 +339,6 @@ def _preemption():
             signal.signal(s, h)
 
 
-def load_config(workdir: str | Path) -> dict:
+def saved_config(workdir: str | Path) -> dict:
     """The config a run saved in ``workdir`` (as plain JSON)."""
     return json.loads((Path(workdir) / CONFIG_FILE).read_text())
