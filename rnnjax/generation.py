@@ -116,7 +116,7 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     if tokens and ys.ndim != 3:
         raise ValueError(f"layer must output logits [B, T, V] for token seeds, got {ys.shape}")
     if tokens:
-        _check_vocabulary(layer, params, ys.shape[-1], seed.dtype)
+        _check_vocabulary(layer, params, ys.shape[-1], seed[:, :1])
     if not tokens and ys.shape[-1] != seed.shape[-1]:
         raise ValueError(
             f"layer must output its input size {seed.shape[-1]} to feed predictions back, "
@@ -143,12 +143,13 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     return jnp.concatenate([first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
 
 
-def _check_vocabulary(layer, params, vocab: int, dtype) -> None:
+def _check_vocabulary(layer, params, vocab: int, like: jax.Array) -> None:
     """Refuses, while tracing, a layer whose logits range over more ids (V) than it takes in:
     a generated id past its embedding's table would embed as NaN under jit, not raise. The
-    layer is traced abstractly on the id V - 1, which its own checks (``embed``'s) see."""
+    layer is traced abstractly on the id V - 1 shaped ``like`` (one step of the seed), which
+    its own checks (``embed``'s) see."""
     with jax.ensure_compile_time_eval():
-        largest = jnp.full((1, 1), vocab - 1, dtype)
+        largest = jnp.full(like.shape, vocab - 1, like.dtype)
     try:
         jax.eval_shape(lambda params: layer.apply(params, largest), params)
     except ValueError as e:
