@@ -131,7 +131,7 @@ def test_steps_per_call_names_unstacked_batches_and_bad_counts():
         match=re.escape("stacked [3, batch, ...]; batch['inputs'] has shape (12, 5, 28)"),
     ):
         three(state, _batch())
-    for bad in (0, 2.0):
+    for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match=f"steps_per_call must be an int >= 1, got {bad}"):
             make_train_step(MODEL, ADAM, softmax_xent, steps_per_call=bad)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnjax._checks import batch_entry
+from rnnjax._checks import batch_entry, check_size
 from rnnjax.train import distributed
 from rnnjax.train.state import TrainState, step_key
 
@@ -59,8 +59,7 @@ def make_train_step(
     is bitwise that of K calls (tests), with one dispatch and launch instead of K: on a 2-core
     CPU the host's dispatch competes with the devices for the cores (BUILD_NOTES.md).
     """
-    if not (isinstance(steps_per_call, int) and steps_per_call >= 1):
-        raise ValueError(f"steps_per_call must be an int >= 1, got {steps_per_call!r}")
+    steps_per_call = check_size("steps_per_call", steps_per_call)
     forward = forward or model_forward(model)
     if layout is not None:
         forward = distributed.data_parallel(forward, layout.mesh)
