@@ -203,3 +203,22 @@ def check_bound(name: str, value) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
         raise ValueError(f"{name} must be None or a number > 0, got {value!r}")
+
+
+def check_fed_back_ids(who: str, apply, params, shape: tuple[int, ...], vocab: int) -> None:
+    """Refuses, while tracing, a model whose logits range over more ids (V) than its
+    embedding takes in: ``who`` feeds its emitted ids back, and one past the embedding's table
+    would embed as NaN under jit, not raise. ``apply(params, ids)`` is traced abstractly on
+    ids ``shape`` of V - 1, int32 as the fed-back ids are (a narrower dtype could wrap it),
+    evaluated at trace time where they do not meet the params (``tokens[:, None]``), so the
+    embedding's own check sees them."""
+    try:
+        with jax.ensure_compile_time_eval():
+            largest = jnp.full(shape, vocab - 1, jnp.int32)
+            jax.eval_shape(lambda params: apply(params, largest), params)
+    except ValueError as e:
+        raise ValueError(
+            f"{who} feeds back ids up to V - 1 = {vocab - 1}, V = {vocab} being the size of "
+            f"the logits, but the model does not take them ({e}): its head's size must be its "
+            "embedding's vocabulary"
+        ) from e

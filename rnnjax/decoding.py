@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import sampling
-from rnnjax._checks import check_size, real_number
+from rnnjax._checks import check_fed_back_ids, check_size, real_number
 from rnnjax.models import EncoderDecoder
 from rnnjax.models._shapes import checked_lengths
 
@@ -135,7 +135,7 @@ def _decode_one_by_one(model, params, src, src_lengths, start_token, end_token, 
     tokens = jnp.full((batch, max_length), end_token, jnp.int32)
     first = jnp.full((batch,), start_token, jnp.int32)
     carry = model.encode(params, src, src_lengths)
-    _check_tokens(model, params, carry, first, start_token, end_token)
+    _check_tokens(model, params, carry, start_token, end_token)
     init = (0, carry, first, jnp.zeros((batch,), bool), tokens)
 
     def step(loop):
@@ -196,7 +196,7 @@ def beam_search(
     check_size("beam_size", beam_size)
     batch, k = src.shape[0], beam_size
     carry = model.encode(params, src, src_lengths)
-    _check_tokens(model, params, carry, jnp.zeros((batch,), jnp.int32), start_token, end_token)
+    _check_tokens(model, params, carry, start_token, end_token)
     carry = jax.tree.map(lambda c: jnp.repeat(c, k, axis=0), carry)
     beams = _Beams(
         tokens=jnp.full((batch, k, max_length), end_token, jnp.int32),
@@ -255,11 +255,22 @@ def _penalty(steps: jax.Array, alpha: float) -> jax.Array:
     return ((5.0 + steps.astype(jnp.float32)) / 6.0) ** alpha
 
 
-def _check_tokens(model, params, carry, tokens, start_token: int, end_token: int) -> None:
-    """Checks both tokens are ids of the decoder's vocabulary (its logits' size V): an id out
-    of range would be fed to the embedding (NaN) or never be emitted."""
-    _, logits = jax.eval_shape(model.decode_step, params, carry, tokens)
+def _check_tokens(model, params, carry, start_token: int, end_token: int) -> None:
+    """Checks both tokens are ids of the decoder's vocabulary (its logits' size V), and that
+    its target embedding takes every id the head can emit: an id out of range would be fed to
+    the embedding (NaN under jit) or never be emitted. The probes run on the first row of the
+    carry: the batch may be symbolic (``jax.export``), or empty."""
+    rows = 0 if jax.tree.leaves(carry)[0].shape[0] == 0 else 1
+    first_row = jax.tree.map(lambda c: c[:rows], carry)
+    tokens = jax.ShapeDtypeStruct((rows,), jnp.int32)
+    _, logits = jax.eval_shape(model.decode_step, params, first_row, tokens)
     vocab = logits.shape[-1]
     for name, token in (("start_token", start_token), ("end_token", end_token)):
-        if not isinstance(token, Integral) or not 0 <= token < vocab:
+        if isinstance(token, bool) or not isinstance(token, Integral) or not 0 <= token < vocab:
             raise ValueError(f"{name} must be an int in [0, V={vocab}), got {token!r}")
+
+    def step(params, tokens):
+        return model.decode_step(params, first_row, tokens)
+
+    if rows:  # nothing is fed back to an empty batch
+        check_fed_back_ids("the decoder", step, params, (rows,), vocab)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import sampling
-from rnnjax._checks import check_kind, check_model_params, check_size
+from rnnjax._checks import check_fed_back_ids, check_kind, check_model_params, check_size
 from rnnjax.layers import Layer
 from rnnjax.models import Model
 
@@ -116,7 +116,8 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     if tokens and ys.ndim != 3:
         raise ValueError(f"layer must output logits [B, T, V] for token seeds, got {ys.shape}")
     if tokens:
-        _check_vocabulary(layer, params, ys.shape[-1], seed[:, :1])
+        # a probe of batch 1: the seed's batch may be symbolic (jax.export)
+        check_fed_back_ids("generate", layer.apply, params, (1, 1), ys.shape[-1])
     if not tokens and ys.shape[-1] != seed.shape[-1]:
         raise ValueError(
             f"layer must output its input size {seed.shape[-1]} to feed predictions back, "
@@ -141,20 +142,3 @@ def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     first = next_input(0, ys[:, -1])
     _, rest = jax.lax.scan(feed_back, (carry, first), jnp.arange(1, steps))
     return jnp.concatenate([first[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
-
-
-def _check_vocabulary(layer, params, vocab: int, like: jax.Array) -> None:
-    """Refuses, while tracing, a layer whose logits range over more ids (V) than it takes in:
-    a generated id past its embedding's table would embed as NaN under jit, not raise. The
-    layer is traced abstractly on the id V - 1 shaped ``like`` (one step of the seed), which
-    its own checks (``embed``'s) see."""
-    with jax.ensure_compile_time_eval():
-        largest = jnp.full(like.shape, vocab - 1, like.dtype)
-    try:
-        jax.eval_shape(lambda params: layer.apply(params, largest), params)
-    except ValueError as e:
-        raise ValueError(
-            f"generate feeds back ids up to V - 1 = {vocab - 1}, V = {vocab} being the size of "
-            f"the layer's logits, but the layer does not take them ({e}): its head's size must "
-            "be its embedding's vocabulary"
-        ) from e

@@ -217,6 +217,26 @@ def test_tokens_outside_the_vocabulary_raise(random_model, decode):
         name = next(iter(k for k, v in tokens.items() if not 0 <= v < V))
         with pytest.raises(ValueError, match=f"{name} must be an int in \\[0, V={V}\\)"):
             run(model, params, src, **tokens, max_length=3)
+    with pytest.raises(ValueError, match="start_token must be an int in .* got True"):
+        run(model, params, src, start_token=True, end_token=END, max_length=3)
+
+
+@pytest.mark.parametrize("decode", DECODERS)
+def test_a_head_wider_than_the_target_vocabulary_is_refused(decode):
+    """Its extra ids would be fed back and embedded as NaN rows under jit (NaN scores, tokens
+    past the vocabulary), so the decoder's embedding is probed with the largest id V - 1."""
+    model = encoder_decoder(
+        rnnjax.rnn(cells.gru(H)),
+        cells.gru(H),
+        src_embed=rnnjax.embed(7, D),
+        tgt_embed=rnnjax.embed(V, D),
+        head=rnnjax.dense(V + 2),
+    )
+    params, src = model.init(jax.random.key(0)), jnp.ones((B, S), jnp.int32)
+    with pytest.raises(
+        ValueError, match=rf"decoder feeds back ids up to V - 1 = {V + 1}, V = {V + 2} .*"
+    ):
+        DECODERS[decode](model, params, src, start_token=1, end_token=END, max_length=3)
 
 
 @pytest.mark.parametrize("decode", DECODERS)
@@ -275,7 +295,7 @@ def test_a_beam_wider_than_the_hypotheses_stops_once_they_have_finished():
     only_end = jnp.full((V,), -jnp.inf).at[END].set(0.0)  # every hypothesis ends at once
 
     def decode_step(params, carry, tokens):
-        jax.debug.callback(lambda: steps.append(1))
+        jax.debug.callback(lambda carry: steps.append(1), carry)  # runs when a step runs
         return carry, jnp.broadcast_to(only_end, (tokens.shape[0], V))
 
     model = EncoderDecoder(

@@ -90,3 +90,17 @@ def test_exported_beam_search_over_any_batch_and_source_length():
         exported.call(params, src, lengths),
         jax.jit(decode)(params, src, lengths),
     )
+
+
+def test_exported_generation_over_any_batch_and_seed_length():
+    """A language model's token generation, including its vocabulary check at trace time."""
+    lm = rnnjax.serial(rnnjax.embed(9, 4), rnnjax.rnn(cells.gru(6)), rnnjax.dense(9))
+    params, _ = lm.init(jax.random.key(0), None)
+
+    def generate(params, seed):
+        return rnnjax.generate(lm, params, seed, steps=5)
+
+    seed_shape = jax.ShapeDtypeStruct(export.symbolic_shape("b, t"), jnp.int32)
+    exported = export.export(jax.jit(generate))(params, seed_shape)
+    seed = jax.random.randint(jax.random.key(1), (B, 4), 0, 9)
+    np.testing.assert_array_equal(exported.call(params, seed), jax.jit(generate)(params, seed))

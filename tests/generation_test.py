@@ -170,15 +170,19 @@ def test_a_language_model_with_a_key_feeds_back_drawn_tokens():
     assert not np.array_equal(got, rnnjax.generate(layer, params, seed, steps=TOKEN_STEPS))
 
 
-def test_a_head_wider_than_the_vocabulary_is_refused():
-    """Its extra ids would be fed back and embedded as NaN rows under jit."""
-    wide = rnnjax.serial(rnnjax.embed(VOCAB, 4), rnnjax.rnn(cells.gru(H)), rnnjax.dense(VOCAB + 3))
+@pytest.mark.parametrize("extra, dtype", [(3, jnp.int32), (256, jnp.uint8)])
+def test_a_head_wider_than_the_vocabulary_is_refused(extra, dtype):
+    """Its extra ids would be fed back and embedded as NaN rows under jit. The fed-back ids
+    are int32 whatever the seed's dtype, so a uint8 seed, in which V - 1 = 261 would wrap to
+    5, a valid id, is refused too."""
+    width = VOCAB + extra
+    wide = rnnjax.serial(rnnjax.embed(VOCAB, 4), rnnjax.rnn(cells.gru(H)), rnnjax.dense(width))
     params, _ = wide.init(jax.random.key(0), None)
-    seed = jnp.zeros((B, T0), jnp.int32)
+    seed = jnp.zeros((B, T0), dtype)
     with pytest.raises(
         ValueError,
-        match=rf"ids up to V - 1 = {VOCAB + 2}, V = {VOCAB + 3} .*"
-        rf"vocab_size={VOCAB}\), got min {VOCAB + 2}",
+        match=rf"ids up to V - 1 = {width - 1}, V = {width} .*"
+        rf"vocab_size={VOCAB}\), got min {width - 1}",
     ):
         rnnjax.generate(wide, params, seed, steps=3)
 
