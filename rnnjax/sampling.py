@@ -57,7 +57,8 @@ def draw(
     likely tokens whose probabilities sum to ``top_p`` or more (Holtzman et al. 2020).
 
     Returns int32 ``[...]``. A temperature below 1 sharpens the distribution, above 1 flattens
-    it; ``top_k=1`` is the argmax. ``top_k`` is static; ``temperature`` and ``top_p`` may be
+    it; ``top_k=1`` is the argmax when the largest logit is unique (tied ones are all kept, as
+    Hugging Face's top-k does). ``top_k`` is static; ``temperature`` and ``top_p`` may be
     traced.
 
     Example:
