@@ -462,6 +462,20 @@ def test_a_signal_during_the_end_of_run_report_waits_for_it(
     assert "after training had finished" in caplog.text
 
 
+def test_a_signal_during_the_last_epochs_end_lets_the_run_finish(
+    dirs, reference, tmp_path, caplog, monkeypatch
+):
+    """A signal taken after the last step (during the last evaluation) comes when nothing is
+    left to resume: the run ends as an uninterrupted one, its figures written."""
+    counts = _counting_calls(monkeypatch)
+    signalled = contextlib.contextmanager(lambda: (yield lambda: len(counts) == STEPS))
+    monkeypatch.setattr(loop, "_preemption", signalled)
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(launch.load_config(str(CONFIG), _overrides(dirs)), tmp_path / "run")
+    assert "after training had finished" in caplog.text and "rerun to resume" not in caplog.text
+    _assert_same_run(tmp_path / "run", reference)
+
+
 @pytest.mark.parametrize(
     ("changes", "named"),
     [({"model.cell": "tcn"}, "tcn"), ({"model.pool": "first"}, "first")],

@@ -240,7 +240,8 @@ class _Run:
                 state, train.settle(), epoch, time.perf_counter() - tick, spe * (epoch + 1) - start
             )
             sums = None
-            if distributed.any_process(stop()):
+            last = epoch + 1 == config.num_epochs  # then the run has finished: report it
+            if not last and distributed.any_process(stop()):
                 logging.warning("Stopped by a signal after epoch %d; rerun to resume.", epoch + 1)
                 return state, False
         return state, True
