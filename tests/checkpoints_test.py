@@ -1,5 +1,6 @@
 """Tests for rnnjax/train/checkpoints.py: round trips, retention, damage, kills."""
 
+import json
 import logging
 import os
 import re
@@ -100,6 +101,14 @@ def _edit_metadata(step_dir):
     path.write_text(text.replace('"epoch": 1', '"epoch": 7'))
 
 
+def _edit_layout(step_dir):
+    """A changed dtype in the record's layout, which must not pass for another model."""
+    path = step_dir / "metadata" / "metadata"
+    text = path.read_text()
+    assert '"float32"' in text
+    path.write_text(text.replace('"float32"', '"floaT32"', 1))
+
+
 def test_round_trip_is_bitwise_with_namedtuples(tmp_path):
     state = _state(5)
     _save_steps(tmp_path, [5])
@@ -177,7 +186,7 @@ def test_old_steps_outlive_the_save_in_flight(tmp_path):
 
 
 @_ORBAX_READ_NOISE
-@pytest.mark.parametrize("damage", [_truncate, _overwrite, _edit_metadata])
+@pytest.mark.parametrize("damage", [_truncate, _overwrite, _edit_metadata, _edit_layout])
 def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, caplog, damage):
     rows = _BIG
     _save_steps(tmp_path, [1, 2], rows=rows)
@@ -192,6 +201,17 @@ def test_damaged_latest_falls_back_to_the_previous_step(tmp_path, caplog, damage
     if damage is not _truncate:
         assert "checksum mismatch" in caplog.text
     assert (tmp_path / "2.damaged").is_dir()
+
+
+def test_a_record_without_its_own_sum_restores(tmp_path):
+    """Records written before they had their own sum are checked by the state's sum alone."""
+    _save_steps(tmp_path, [1])
+    path = tmp_path / "1" / "metadata" / "metadata"
+    record = json.loads(path.read_text())
+    del record["record_sha256"]
+    path.write_text(json.dumps(record))
+    with Checkpoints(tmp_path) as ckpts:
+        _assert_bitwise(ckpts.restore(_state(0))[0], _state(1))
 
 
 @_ORBAX_READ_NOISE

@@ -2,7 +2,8 @@
 
 On disk (orbax 0.12, local files), ``directory/<step>/`` holds ``state/`` (the train state as
 an OCDBT/zarr tree: the arrays' bytes live in ``state/**/d/<hash>`` files) and ``metadata/``
-(one JSON record: the caller's metadata, the layout and a sha256 of the state).
+(one JSON record: the caller's metadata, the layout, a sha256 of the state and one of the
+record itself).
 
 Kills. orbax writes a step into ``<step>.orbax-checkpoint-tmp`` and renames it to ``<step>``
 only once every file is written, so a kill mid-save leaves a tmp dir that listings ignore and
@@ -17,9 +18,11 @@ than ``keep`` complete ones go. Between saves ``keep + 1`` steps may be on disk.
 
 Corruption. orbax does not check data: OCDBT b-tree nodes carry a CRC, but bytes overwritten
 inside a data file restore silently as wrong values. So every record stores a sha256 over each
-leaf's path, dtype, shape and bytes in tree order, and the metadata; :meth:`Checkpoints.restore`
-recomputes it and falls back to the next older step when a step is unreadable or its sum
-differs. ``keep >= 2`` so a damaged newest step always has a complete predecessor.
+leaf's path, dtype, shape and bytes in tree order, and the metadata; and a sha256 of the record
+itself, so that a changed layout reads as damage, not as a different model.
+:meth:`Checkpoints.restore` recomputes both and falls back to the next older step when a step
+is unreadable or a sum differs. ``keep >= 2`` so a damaged newest step always has a complete
+predecessor.
 
 Devices and processes. A state sharded over a mesh saves as whole arrays, so it restores onto
 a template with any other shardings (a run saved on N devices resumes on M). With several
@@ -127,6 +130,7 @@ class Checkpoints:
             "layout": _layout(state),
             "sha256": _digest(state, metadata),
         }
+        record["record_sha256"] = _record_digest(record)
         self.wait()
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(record)
@@ -197,6 +201,10 @@ class Checkpoints:
             layout, digest, metadata = record["layout"], record["sha256"], record["metadata"]
         except Exception as e:  # any failure to read the record means damage
             raise _Damaged(f"unreadable metadata ({type(e).__name__}: {e})") from e
+        # A changed layout must read as damage, not as a different model (records written
+        # before the record had its own sum have none to check)
+        if record.get("record_sha256", _record_digest(record)) != _record_digest(record):
+            raise _Damaged("checksum mismatch in its record: its layout or metadata changed")
         if layout != _layout(target):
             raise ValueError(_mismatch(step, layout, _layout(target)))
         try:
@@ -263,6 +271,12 @@ def _digest(tree, metadata: dict) -> str:
         h.update(x.tobytes())
     h.update(json.dumps(metadata, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _record_digest(record: dict) -> str:
+    """sha256 of a step's record (metadata, layout, the state's sum) but its own sum."""
+    fields = {key: value for key, value in record.items() if key != "record_sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _mismatch(step: int, saved: list, wanted: list) -> str:
