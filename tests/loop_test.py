@@ -403,6 +403,16 @@ def _counting_calls(monkeypatch) -> list[int]:
     return counts
 
 
+def test_resuming_with_fewer_epochs_than_trained_is_refused(dirs, reference, tmp_path):
+    """Step 18 is no epoch's end of a 2-epoch run: neither trained on nor reported."""
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    config = launch.load_config(str(CONFIG), _overrides(dirs, num_epochs=2))
+    with pytest.raises(ValueError, match="trained to step 18, past the end of num_epochs=2"):
+        train_and_evaluate(config, workdir)
+    _assert_same_run(workdir, reference)
+
+
 @pytest.mark.parametrize(("steps_per_call", "checkpoint_every"), [(2, 2), (3, 6), (4, 2)])
 def test_several_steps_per_call_give_bitwise_the_same_run(
     dirs, reference, tmp_path, monkeypatch, steps_per_call, checkpoint_every

@@ -103,6 +103,7 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
         with Checkpoints(workdir / CHECKPOINTS_DIR, keep=config.keep_checkpoints) as ckpts:
             restored = ckpts.restore(state)
             state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
+            _check_not_past_the_end(config, int(state.step), spe, workdir)
             run = _Run(config, task, tx, spe, ckpts, workdir, int(state.step), layout)
             with contextlib.closing(run):
                 state, finished = run.epochs(state, sums, stop)
@@ -113,6 +114,18 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
         if finished and stop():
             logging.warning("A signal arrived after training had finished; the report is written.")
     return records
+
+
+def _check_not_past_the_end(config, step: int, steps_per_epoch: int, workdir: Path):
+    """Refuses a resume whose checkpoint has trained past ``num_epochs``: its state matches
+    no epoch's end of this run, so it can be neither trained on nor reported as finished."""
+    end = config.num_epochs * steps_per_epoch
+    if step > end:
+        raise ValueError(
+            f"{workdir} holds a run trained to step {step}, past the end of "
+            f"num_epochs={config.num_epochs} (step {end}): rerun with num_epochs >= "
+            f"{-(-step // steps_per_epoch)} to go on, or use a new workdir for a shorter run"
+        )
 
 
 def _report(task, state, records, workdir: Path):
@@ -322,7 +335,8 @@ def _check_finite(sums, ckpts):
         kept = f"the last good checkpoint is step {steps[-1]}" if steps else "no checkpoint yet"
         raise NonFiniteError(
             f"Non-finite loss or gradient at step {bad}; training stopped, {kept}. "
-            "Lower the learning rate or set config.grad_clip_norm."
+            "Lower the learning rate or set config.grad_clip_norm, in a new workdir (a "
+            "resume keeps the saved config)."
         )
 
 
