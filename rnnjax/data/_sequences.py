@@ -58,7 +58,8 @@ def bucket_batches(
 
     Args:
       lengths: int ``[N]`` length of each example.
-      batch_size: examples per batch (the last one may be smaller unless ``drop_remainder``).
+      batch_size: examples per batch; unless ``drop_remainder``, one batch (the last cut,
+        shuffled like the others to any position) may be smaller.
       seed: fixes the grouping and order.
       epoch: gives each epoch its own grouping and order.
       pool: how many batches' worth of examples are sorted together; larger pools pad less
@@ -67,7 +68,7 @@ def bucket_batches(
         every batch is full.
 
     Returns:
-      A list of int ``[batch_size]`` index arrays into the ``N`` examples.
+      A list of int index arrays into the ``N`` examples, ``[batch_size]`` but for that one.
 
     Example::
 
