@@ -62,7 +62,9 @@ def from_torch(kind: str, state_dict: Mapping, *, layer: int = 0, reverse: bool 
     return {name: jnp.asarray(value) for name, value in params.items()}
 
 
-def to_torch(kind: str, params: Mapping, *, layer: int = 0, reverse: bool = False) -> dict:
+def to_torch(
+    kind: str, params: Mapping, *, layer: int = 0, reverse: bool = False, bias: bool = True
+) -> dict:
     """PyTorch state-dict entries for one layer and direction, from rnnjax params.
 
     The inverse of :func:`from_torch` in function: the whole bias goes to ``bias_ih`` and
@@ -75,6 +77,8 @@ def to_torch(kind: str, params: Mapping, *, layer: int = 0, reverse: bool = Fals
       params: rnnjax params: ``wx [D, G*H]``, ``wh [P, G*H]``, ``b [G*H]``, and ``bh_n [H]``
         (GRU) or ``w_proj [H, P]`` (LSTM with projection).
       layer, reverse: which layer and direction to name.
+      bias: False for a module built with ``bias=False``: no bias entries, and params whose
+        biases are not all zero raise (the module could not compute what they do).
 
     Returns:
       ``{name: np.ndarray}``; load with
@@ -92,12 +96,14 @@ def to_torch(kind: str, params: Mapping, *, layer: int = 0, reverse: bool = Fals
     bias_hh = np.zeros((fused,), arrays["b"].dtype)
     if kind == "gru":
         bias_hh[2 * hidden :] = arrays["bh_n"]
-    state = {
-        f"weight_ih{sfx}": arrays["wx"].T,
-        f"weight_hh{sfx}": arrays["wh"].T,
-        f"bias_ih{sfx}": arrays["b"],
-        f"bias_hh{sfx}": bias_hh,
-    }
+    state = {f"weight_ih{sfx}": arrays["wx"].T, f"weight_hh{sfx}": arrays["wh"].T}
+    if bias:
+        state |= {f"bias_ih{sfx}": arrays["b"], f"bias_hh{sfx}": bias_hh}
+    elif np.any(arrays["b"]) or np.any(bias_hh):
+        raise ValueError(
+            "to_torch(bias=False) is for a module without biases, but these params have "
+            "non-zero biases ('b'" + (" or 'bh_n'" if kind == "gru" else "") + ")"
+        )
     if "w_proj" in arrays:
         state[f"weight_hr{sfx}"] = arrays["w_proj"].T
     return {name: _torch_ready(value) for name, value in state.items()}

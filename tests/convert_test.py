@@ -215,6 +215,20 @@ def test_torch_round_trip(kind, kwargs):
             _close(actual, expected)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_module_without_biases_round_trips(kind):
+    torch = _torch()
+    module, copy = _torch_module(torch, kind, bias=False), _torch_module(torch, kind, bias=False)
+    params = convert.from_torch(kind, module.state_dict())
+    state = convert.to_torch(kind, params, bias=False)
+    copy.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+    xs = _xs(seed=2)
+    _close(_run_torch(torch, copy, xs)[0], _run_torch(torch, module, xs)[0])
+    params["b"] = params["b"].at[0].set(0.5)
+    with pytest.raises(ValueError, match="bias=False.* non-zero biases"):
+        convert.to_torch(kind, params, bias=False)
+
+
 def test_to_torch_reverse_names_and_gru_bias():
     params = rnnjax.cells.gru(H).init(jax.random.key(0), D)
     params["bh_n"] = jnp.arange(H, dtype=jnp.float32)
