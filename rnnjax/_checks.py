@@ -192,8 +192,12 @@ def check_kind(name: str, value, kind: type, hint: str | None = None) -> None:
     what goes there, when a general example would not."""
     if not isinstance(value, kind):
         hint = hint or f"e.g. {_EXAMPLES.get(kind.__name__, '')}"
-        got = type(value).__name__
-        raise TypeError(f"{name} must be a {kind.__name__} ({hint}), got a {got}")
+        want, got = kind.__name__, type(value).__name__
+        raise TypeError(f"{name} must be {_a(want)} ({hint}), got {_a(got)}")
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def check_bound(name: str, value) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax._checks import check_size
+
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 # Flax linen cells keep one Dense per gate: (input-side names, recurrent-side names), the
@@ -121,8 +123,7 @@ def from_torch_layers(
     Example:
       >>> layers = from_torch_layers("gru", m.state_dict(), m.num_layers, bidirectional=True)
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    num_layers = check_size("num_layers", num_layers)
     _check_no_more_layers(state_dict, num_layers, bidirectional)
     if not bidirectional:
         return [from_torch(kind, state_dict, layer=k) for k in range(num_layers)]

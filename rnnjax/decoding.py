@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import sampling
-from rnnjax._checks import check_fed_back_ids, check_size, real_number
+from rnnjax._checks import check_fed_back_ids, check_kind, check_size, real_number
 from rnnjax.models import EncoderDecoder
 from rnnjax.models._shapes import checked_lengths
 
@@ -23,12 +23,14 @@ _STATIC = ("model", "start_token", "end_token", "max_length")
 
 
 def _checked_before_jit(decode):
-    """``decode`` (jitted) with what jit would let pass checked while still concrete:
-    ``src_lengths`` (under jit a length past the source cannot raise, and would read its
-    padding), a beam's ``length_penalty``, and sampling's key and options."""
+    """``decode`` (jitted) with what jit would let pass checked while still concrete: the
+    model's kind, ``src_lengths`` (under jit a length past the source cannot raise, and would
+    read its padding), a beam's ``length_penalty``, and sampling's key and options."""
 
     @functools.wraps(decode)
     def checked(model, params, src, *, src_lengths=None, **options):
+        hint = "rnnjax.encoder_decoder(...); of an rnnjax.nnx module, pass module.model"
+        check_kind("model", model, EncoderDecoder, hint)
         if src_lengths is not None:
             checked_lengths(src, src_lengths)
         penalty = options.get("length_penalty", 0.0)

@@ -101,7 +101,10 @@ def _is_one(temperature) -> bool:
 @functools.partial(jax.jit, static_argnames=("layer", "steps", "top_k"))
 def _generate(layer, params, seed, key, temperature, top_p, *, steps, top_k):
     check_size("steps", steps)
-    hint = "[B, T, D] -> [B, T, D] that continues from a carry, or a seq2seq Model"
+    hint = (
+        "[B, T, D] -> [B, T, D] that continues from a carry, or a seq2seq Model; of an "
+        "rnnjax.nnx module, pass module.model and module.params"
+    )
     check_kind("generate's layer", layer, Layer, hint)
     if not layer.causal:
         raise ValueError(

@@ -65,6 +65,10 @@ def draw(
       >>> token = rnnjax.sampling.draw(key, logits, temperature=0.8, top_k=40)
     """
     check_options(temperature, top_k, top_p)
+    if jnp.ndim(logits) < 1:
+        raise ValueError(
+            f"logits must be [..., V], one row per token drawn, got a scalar {logits!r}"
+        )
     logits = jnp.asarray(logits, jnp.float32) / temperature
     vocab = logits.shape[-1]
     if top_k is not None:

@@ -268,8 +268,9 @@ def test_torch_errors():
     with pytest.raises(ValueError, match=r"params\['b'\] must have shape \(32,\)"):
         params = rnnjax.cells.lstm(H).init(jax.random.key(0), D)
         convert.to_torch("lstm", params | {"b": jnp.zeros(8)})
-    with pytest.raises(ValueError, match="num_layers"):
-        convert.from_torch_layers("lstm", state, 0)
+    for num_layers in (0, 2.0):
+        with pytest.raises(ValueError, match=f"num_layers must be an int >= 1, got {num_layers}"):
+            convert.from_torch_layers("lstm", state, num_layers)
 
 
 def test_from_torch_layers_will_not_leave_layers_or_directions_out():

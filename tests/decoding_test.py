@@ -240,6 +240,14 @@ def test_a_head_wider_than_the_target_vocabulary_is_refused(decode):
 
 
 @pytest.mark.parametrize("decode", DECODERS)
+def test_a_model_that_is_not_an_encoder_decoder_is_named(random_model, decode):
+    _, _, src = random_model
+    model = rnnjax.seq2seq(rnnjax.rnn(cells.gru(H)), rnnjax.dense(V), in_size=D)
+    with pytest.raises(TypeError, match=r"model must be an EncoderDecoder .*, got a Model"):
+        DECODERS[decode](model, {}, src, start_token=1, end_token=END, max_length=3)
+
+
+@pytest.mark.parametrize("decode", DECODERS)
 def test_source_lengths_past_the_source_raise(random_model, decode):
     """Checked before the decoder is jitted: inside, a length past the source cannot raise."""
     model, params, src = random_model

@@ -122,7 +122,9 @@ def test_bad_arguments_name_what_was_expected():
     del params["head"]["b"]
     with pytest.raises(ValueError, match=r"missing \['head'\]\['b'\]"):
         rnnjax.generate(model, params, _seed(), steps=3)
-    with pytest.raises(TypeError, match=r"must be a Layer .* or a seq2seq Model\), got a Cell"):
+    with pytest.raises(
+        TypeError, match=r"must be a Layer .* seq2seq Model; .* pass module.model .*\), got a Cell"
+    ):
         rnnjax.generate(projected, projected.init(jax.random.key(0), D), _seed(), steps=3)
 
 

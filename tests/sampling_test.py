@@ -88,3 +88,8 @@ def test_a_traced_temperature_draws_as_a_concrete_one():
 def test_bad_options_name_what_was_expected(options, message):
     with pytest.raises(ValueError, match=message):
         sampling.draw(jax.random.key(0), LOGITS, **options)
+
+
+def test_scalar_logits_are_named():
+    with pytest.raises(ValueError, match=r"logits must be \[\.\.\., V\], .* got a scalar"):
+        sampling.draw(jax.random.key(0), jnp.float32(1.0))
