@@ -138,7 +138,8 @@ def _backward(static, residuals, cotangents):
         d_params = _add(d_params, _add_to(d_step, {"wh": d_wh}))
         return (d_previous, d_last, d_params, d_initial), d_x
 
-    acc = (d_final, d_last, _zeros(params, at_least=jnp.float32), _zeros(initial))
+    at_least = jnp.promote_types(xs.dtype, jnp.float32)  # float64 inputs give float64 steps
+    acc = (d_final, d_last, _zeros(params, at_least=at_least), _zeros(initial))
     acc = varying_like(acc, (params, d_outputs))
     scanned = (d_ys, None if after else xs, valid, resets, carries_in, kept)  # x: per step
     (d_carry, _, d_params, d_initial), outputs = jax.lax.scan(

@@ -556,6 +556,25 @@ def test_x64_mode_unrolls_float32_and_float64_inputs(make):
                 assert ys.dtype == dtype and jax.tree.leaves(carry)[0].dtype == dtype
 
 
+@pytest.mark.parametrize("make", [lambda: cells.lstm(3), lambda: cells.gru(3)])
+def test_x64_mode_differentiates_float32_params_on_float64_inputs(make):
+    """The fused backward pass sums its weight gradients in the steps' dtype, float64 here."""
+    with jax.enable_x64(True):
+        cell = make()
+        params = cell.init(jax.random.key(0), 2)
+        xs = jax.random.normal(jax.random.key(1), (2, 4, 2), jnp.float64)
+
+        def grad(fused):
+            loss = lambda p: jnp.sum(jnp.sin(rnnjax.unroll(cell, p, xs, fused_backward=fused)[1]))
+            return jax.jit(jax.grad(loss))(params)
+
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+            grad(True),
+            grad(False),
+        )
+
+
 def scan_eqns(jaxpr):
     """Every ``lax.scan`` equation in ``jaxpr``, nested ones included, outermost first."""
     for eqn in jaxpr.eqns:
