@@ -138,7 +138,9 @@ def _backward(static, residuals, cotangents):
         d_params = _add(d_params, _add_to(d_step, {"wh": d_wh}))
         return (d_previous, d_last, d_params, d_initial), d_x
 
-    at_least = jnp.promote_types(xs.dtype, jnp.float32)  # float64 inputs give float64 steps
+    # the steps' dtype: float64 inputs, params or a learnt carry give float64 steps (x64 mode)
+    dtypes = [a.dtype for a in jax.tree.leaves((carries_in, xs))]
+    at_least = functools.reduce(jnp.promote_types, dtypes, jnp.dtype(jnp.float32))
     acc = (d_final, d_last, _zeros(params, at_least=at_least), _zeros(initial))
     acc = varying_like(acc, (params, d_outputs))
     scanned = (d_ys, None if after else xs, valid, resets, carries_in, kept)  # x: per step

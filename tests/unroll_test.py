@@ -556,13 +556,21 @@ def test_x64_mode_unrolls_float32_and_float64_inputs(make):
                 assert ys.dtype == dtype and jax.tree.leaves(carry)[0].dtype == dtype
 
 
-@pytest.mark.parametrize("make", [lambda: cells.lstm(3), lambda: cells.gru(3)])
-def test_x64_mode_differentiates_float32_params_on_float64_inputs(make):
-    """The fused backward pass sums its weight gradients in the steps' dtype, float64 here."""
+@pytest.mark.parametrize("make", [cells.lstm, cells.gru])
+@pytest.mark.parametrize("float64", ["inputs", "bias", "initial_carry"])
+def test_x64_mode_differentiates_float32_params_beside_float64_values(make, float64):
+    """The fused backward pass sums its weight gradients in the steps' dtype, float64 here,
+    whether float64 enters through the inputs, a param or a learnt initial carry."""
     with jax.enable_x64(True):
-        cell = make()
+        cell = make(3, learn_initial_carry=True)
         params = cell.init(jax.random.key(0), 2)
-        xs = jax.random.normal(jax.random.key(1), (2, 4, 2), jnp.float64)
+        xs = jax.random.normal(jax.random.key(1), (2, 4, 2), jnp.float32)
+        if float64 == "inputs":
+            xs = xs.astype(jnp.float64)
+        elif float64 == "bias":
+            params["b"] = params["b"].astype(jnp.float64)
+        else:
+            params["carry0"] = jax.tree.map(lambda a: a.astype(jnp.float64), params["carry0"])
 
         def grad(fused):
             loss = lambda p: jnp.sum(jnp.sin(rnnjax.unroll(cell, p, xs, fused_backward=fused)[1]))
