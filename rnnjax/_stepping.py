@@ -48,7 +48,8 @@ def at_last_step(ys: jax.Array, lengths: jax.Array | None, time_axis: int) -> ja
         return jnp.zeros(ys.shape[:time_axis] + ys.shape[time_axis + 1 :], ys.dtype)
     if lengths is None:
         return jnp.take(ys, -1, axis=time_axis)
-    index = jnp.maximum(lengths - 1, 0)
+    # clipped as the stepped form runs: a traced length past T (unchecked under jit) ends at T
+    index = jnp.clip(lengths - 1, 0, ys.shape[time_axis] - 1)
     index = jnp.expand_dims(index, tuple(a for a in range(ys.ndim) if a != 1 - time_axis))
     last = jnp.squeeze(jnp.take_along_axis(ys, index, axis=time_axis), time_axis)
     return jnp.where((lengths > 0)[:, None], last, 0.0)

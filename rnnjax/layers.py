@@ -46,6 +46,10 @@ class Layer(NamedTuple):
     causal: bool = True
 
 
+# rnnjax.unroll's options that a layer passes on (it sets the others itself)
+UNROLL_OPTIONS = ("unroll", "remat", "hoist", "parallel", "fused_backward")
+
+
 def rnn(
     cell: Cell,
     *,
@@ -63,7 +67,8 @@ def rnn(
         per sequence, the same at every step, on the inputs and on the hidden state where the
         recurrent matmul reads it (the rest of the step, a GRU's ``z ⊙ h``, an LSTM's ``c``,
         reads the carry unmasked). Linear recurrences have no recurrent matmul and refuse it.
-      **unroll_options: ``unroll``, ``remat``, ``hoist``, as for ``rnnjax.unroll``.
+      **unroll_options: ``unroll``, ``remat``, ``hoist``, ``parallel``, ``fused_backward``,
+        as for ``rnnjax.unroll``.
 
     ``apply(params, xs, carry=None, *, lengths=None, key=None)`` returns ``(final_carry, ys)``;
     ``last`` (``Layer``) unrolls with ``return_sequences=False``.
@@ -82,6 +87,9 @@ def rnn(
                 f"rnn is batch-major, [B, T, D] -> [B, T, O] (use .last for [B, O]), so it "
                 f"takes no {name}, got {name}={unroll_options[name]!r}"
             )
+    unknown = sorted(set(unroll_options) - set(UNROLL_OPTIONS))
+    if unknown:  # found here, not at the first apply
+        raise TypeError(f"rnn got unknown options {unknown}; it takes {list(UNROLL_OPTIONS)}")
 
     def init(key, in_size):
         return cell.init(key, in_size), cell.output_size

@@ -87,6 +87,7 @@ def unroll(
       >>> params = cell.init(jax.random.key(0), 8)
       >>> carry, ys = rnnjax.unroll(cell, params, jnp.ones((4, 10, 8)), lengths=jnp.arange(4))
     """
+    _checks.check_kind("unroll's cell", cell, Cell)
     if not (isinstance(remat, bool) or (isinstance(remat, Integral) and remat >= 1)):
         raise ValueError(f"remat must be a bool or an int >= 1 (steps per block), got {remat!r}")
     input_size = _checks.check_params(cell, params, jnp.shape(xs)[-1] if jnp.ndim(xs) else 1)

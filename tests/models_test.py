@@ -460,6 +460,11 @@ def test_trained_beam_of_one_is_greedy_and_beam_of_four_is_no_worse(reverser):
     "make, message",
     [
         (lambda: rnnjax.rnn(rnnjax.dense(3)), "rnn's cell must be a Cell (e.g. rnnjax.cells"),
+        (lambda: rnnjax.rnn(cells.gru(3), remats=2), "rnn got unknown options ['remats']"),
+        (
+            lambda: rnnjax.unroll(rnnjax.rnn(cells.gru(3)), {}, jnp.ones((1, 2, 3))),
+            "unroll's cell must be a Cell (e.g. rnnjax.cells.lstm(64)), got a Layer",
+        ),
         (lambda: rnnjax.bidirectional(cells.gru(3), rnnjax.dense(3)), "got a Layer"),
         (lambda: rnnjax.serial(rnnjax.rnn(cells.gru(3)), cells.gru(3)), "serial's layer 1"),
         (lambda: rnnjax.residual(cells.gru(3)), "residual's layer must be a Layer"),

@@ -556,6 +556,23 @@ def test_x64_mode_unrolls_float32_and_float64_inputs(make):
                 assert ys.dtype == dtype and jax.tree.leaves(carry)[0].dtype == dtype
 
 
+def test_a_traced_length_past_the_end_stops_at_the_last_step_in_both_forms():
+    """Under jit a length cannot be checked; past T, the stepped form runs every step, and the
+    parallel form's last output is read at T - 1 too (it read past the array: NaN)."""
+    cell = cells.min_gru(3)
+    params, xs = cell.init(jax.random.key(1), 2), jax.random.normal(jax.random.key(0), (2, 5, 2))
+
+    def last(parallel):
+        run = lambda lengths: rnnjax.unroll(
+            cell, params, xs, lengths=lengths, parallel=parallel, return_sequences=False
+        )
+        return jax.jit(run)(jnp.array([7, 2]))[1]
+
+    want = rnnjax.unroll(cell, params, xs[:1], parallel=False, return_sequences=False)[1]
+    np.testing.assert_allclose(last(False)[:1], want, rtol=1e-6)
+    np.testing.assert_allclose(last(True), last(False), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("make", [cells.lstm, cells.gru])
 @pytest.mark.parametrize("float64", ["inputs", "bias", "initial_carry"])
 def test_x64_mode_differentiates_float32_params_beside_float64_values(make, float64):
