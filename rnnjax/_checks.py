@@ -83,9 +83,8 @@ def check_mask(name: str, mask, want: tuple[int, int], layout: str) -> None:
 def check_carry(carry, expected) -> None:
     """Checks that ``carry`` has the structure, leaf shapes and dtypes of ``expected`` (a shape
     tree)."""
-    got_def, want_def = jax.tree.structure(carry), jax.tree.structure(expected)
-    if got_def != want_def:
-        raise ValueError(f"carry must have structure {want_def}, got {got_def}")
+    if jax.tree.structure(carry) != jax.tree.structure(expected):
+        raise ValueError(f"carry must be like {_described(expected)}, got {_described(carry)}")
     for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True):
         if tuple(jnp.shape(got)) != tuple(want.shape):
             shapes = jax.tree.map(lambda a: tuple(a.shape), expected)
@@ -95,6 +94,12 @@ def check_carry(carry, expected) -> None:
             dtypes = jax.tree.map(lambda a: str(a.dtype), expected)
             actual = jax.tree.map(lambda a: str(jnp.result_type(a)), carry)
             raise TypeError(f"carry must have dtypes {dtypes}, got {actual}")
+
+
+def _described(tree):
+    """``tree`` with each leaf shown as its dtype and shape, e.g. ``LSTMCarry(c='float32[2,
+    8]', h=...)``: its structure, readably."""
+    return jax.tree.map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", tree)
 
 
 def check_params(cell, params, fallback_input_size: int) -> int:
@@ -117,6 +122,12 @@ def check_model_params(init, params) -> None:
     naming each wrong one by its whole path (params of another model would otherwise fail on
     a bare ``KeyError``, or deep in one layer)."""
     _compare_shapes(params, _init_shapes(init, None), "the model's init", "")
+
+
+def check_params_like(params, like, source: str) -> None:
+    """Checks that ``params`` have the entries and shapes of the params tree ``like``, naming
+    each wrong one by its path."""
+    _compare_shapes(params, _shapes_by_path(like), source, "")
 
 
 def _compare_shapes(params, want: dict, source: str, shapes_note: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from rnnjax._checks import check_params_like
 from rnnjax.cells import Cell
 from rnnjax.layers import Layer as _Layer
 from rnnjax.models import EncoderDecoder
@@ -42,18 +43,10 @@ class _Params(nnx.Module):
 
     def set_params(self, params) -> None:
         """Loads a functional params pytree of the same structure and shapes, in place."""
-        expected = jax.tree.structure(self.params)
-        if jax.tree.structure(params) != expected:
-            raise ValueError(
-                f"params must have structure {expected}, got {jax.tree.structure(params)}"
-            )
-
-        def load(variable, value):
-            if variable.shape != value.shape:
-                raise ValueError(f"param shape must be {variable.shape}, got {value.shape}")
-            variable.set_value(value)
-
-        jax.tree.map(load, self.weights, params, is_leaf=_is_variable)
+        check_params_like(params, self.params, "this module")
+        jax.tree.map(
+            lambda v, value: v.set_value(value), self.weights, params, is_leaf=_is_variable
+        )
 
 
 class _Stochastic(_Params):

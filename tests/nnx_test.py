@@ -46,8 +46,10 @@ def test_params_round_trip_and_param_state_is_exactly_the_cell_params():
     rnn.set_params(functional)  # params moved in from the functional API ...
     xs = _xs()
     np.testing.assert_array_equal(rnn(xs), rnnjax.unroll(cell, functional, xs)[1])
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=rf"shapes of this module: \['0'\]\['wx'\] \({D + 1}, "):
         rnn.set_params(cell.init(jax.random.key(0), D + 1))
+    with pytest.raises(ValueError, match=r"entries of this module: missing \['1'\]\['b'\]"):
+        rnn.set_params({**functional, "1": {k: v for k, v in functional["1"].items() if k != "b"}})
 
 
 def test_layer_and_model_params_out_agree_with_functional_calls():

@@ -464,10 +464,10 @@ ERRORS = {
     "lengths_too_long": (ValueError, f"lengths must lie in [0, T={T}], got min 1 and max 7"),
     "carry_structure": (
         ValueError,
-        "carry must have structure PyTreeDef(CustomNode(namedtuple[LSTMCarry], [*, *])), "
-        "got PyTreeDef((*, *))",
+        f"carry must be like LSTMCarry(c='float32[{B}, {H}]', h='float32[{B}, {P}]'), "
+        f"got ('float32[{B}, {H}]', 'float32[{B}, {P}]')",
     ),
-    "carry_missing_leaf": (ValueError, "carry must have structure"),
+    "carry_missing_leaf": (ValueError, "carry must be like LSTMCarry("),
     "carry_shape": (ValueError, f"got LSTMCarry(c=({B}, {H}), h=({B}, 2))"),
     "carry_batch": (ValueError, f"carry must have shapes LSTMCarry(c=({B}, {H}), h=({B}, {P}))"),
     "resets_shape": (ValueError, f"resets must have shape ({B}, {T}) = [B, T], got ({T}, {B})"),
