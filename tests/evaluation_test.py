@@ -83,3 +83,14 @@ def test_evaluation_leaves_every_checkpoint_in_place(workdir, tmp_path):
     before = {(str(p), p.stat().st_mtime_ns) for p in checkpoints.rglob("*")}
     assert evaluate_workdir(copy)["step"] == newest
     assert {(str(p), p.stat().st_mtime_ns) for p in checkpoints.rglob("*")} == before
+
+
+def test_data_moved_since_the_run_is_read_where_it_is_now(workdir, tiny_idx, tmp_path):
+    moved = tmp_path / "idx"
+    shutil.copytree(tiny_idx, moved)
+    last = read_metrics(workdir / "metrics.jsonl")[-1]
+    result = evaluate_workdir(workdir, manual_dir=str(moved), data_dir=str(tmp_path / "tfds"))
+    assert result["test_accuracy"] == pytest.approx(last["test_accuracy"], abs=1e-6)
+    assert (tmp_path / "tfds").is_dir()  # prepared there, from the moved files
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "gone")):
+        evaluate_workdir(workdir, manual_dir=str(tmp_path / "gone"), data_dir=str(tmp_path / "d"))

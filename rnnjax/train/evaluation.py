@@ -18,12 +18,20 @@ from rnnjax.train.sums import evaluate
 CONFUSION_FILE = "confusion_matrix.png"
 
 
-def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> dict:
+def evaluate_workdir(
+    workdir: str | Path,
+    *,
+    batch_size: int | None = None,
+    manual_dir: str | None = None,
+    data_dir: str | None = None,
+) -> dict:
     """Restores the newest good checkpoint of ``workdir`` and evaluates it on the test split.
 
     A classification task also gets ``confusion_matrix.png`` in ``workdir``, and its task's
     report (figures) is written again. The checkpoints are only read (nothing pruned, moved or
-    cleaned), so a workdir may be evaluated while its run is still training.
+    cleaned), so a workdir may be evaluated while its run is still training. ``manual_dir`` and
+    ``data_dir``, if given, replace the run's saved ``config.data`` paths: where the data is
+    now, on another machine or after a move.
 
     Returns:
       ``{"step", "test_<metric>"...}``, plus ``"confusion_matrix"`` for classification (nested
@@ -33,6 +41,9 @@ def evaluate_workdir(workdir: str | Path, *, batch_size: int | None = None) -> d
     if not (workdir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{workdir} has no {CONFIG_FILE}: is it a training workdir?")
     config = ml_collections.ConfigDict(saved_config(workdir))
+    for key, path in (("manual_dir", manual_dir), ("data_dir", data_dir)):
+        if path is not None:
+            config.data[key] = path
     task = tasks.build(config)
     template = init_state(task.model, builders.optimizer(config), jax.random.key(config.seed))
     with Checkpoints(workdir / "checkpoints", read_only=True) as ckpts:  # a trainer may be running
