@@ -372,9 +372,14 @@ def test_resuming_with_another_config_is_refused_and_keeps_the_saved_one(
     shutil.copytree(dirs / "reference", workdir)
     saved = (workdir / "config.json").read_bytes()
     # Allowed changes (devices, cadence, paths) are not named.
-    allowed = {"mesh.data": 1, "log_every_steps": 3, "data.manual_dir": str(dirs / "idx") + "/"}
+    allowed = {
+        "mesh.data": 1,
+        "log_every_steps": 3,
+        "data.manual_dir": str(dirs / "idx") + "/",
+        "cpu_vector_width": 256,
+    }
     config = launch.load_config(str(CONFIG), _overrides(dirs, **changes, **allowed))
-    with pytest.raises(ValueError, match="use a new workdir") as error:
+    with pytest.raises(ValueError, match="Use a new workdir") as error:
         train_and_evaluate(config, workdir)
     message = str(error.value)
     assert all(n in message for n in named), message

@@ -34,7 +34,8 @@ CHECKPOINTS_DIR = "checkpoints"
 
 # Config keys (fnmatch patterns) a rerun may change in a workdir that holds checkpoints: how long
 # to train (a cosine schedule then decays over the new length), progress, logging and checkpoint
-# cadence and retention, where the same data is read from, and the devices (any resume on any).
+# cadence and retention, where the same data is read from, and the devices (any resume on any)
+# with the CPU's vector width (a machine without AVX-512 may go on with 256).
 RESUMABLE_KEYS = (
     "num_epochs",
     "progress",
@@ -45,6 +46,7 @@ RESUMABLE_KEYS = (
     "data.manual_dir",
     "data.data_dir",
     "mesh.*",
+    "cpu_vector_width",
 )
 
 
@@ -172,8 +174,8 @@ def _check_resumable(config, workdir: Path):
     if changed:
         raise ValueError(
             f"{workdir} holds checkpoints of another config ({saved_file}); changed: "
-            f"{'; '.join(changed)}. A resume may change only {', '.join(RESUMABLE_KEYS)}: "
-            "use a new workdir for these settings, or rerun with the saved values."
+            f"{'; '.join(changed)}. Use a new workdir for these settings, or rerun with the "
+            f"saved values (a resume may change only {', '.join(RESUMABLE_KEYS)})."
         )
 
 
