@@ -87,6 +87,14 @@ def rnn(
                 f"rnn is batch-major, [B, T, D] -> [B, T, O] (use .last for [B, O]), so it "
                 f"takes no {name}, got {name}={unroll_options[name]!r}"
             )
+    if carry_dropout > 0 and recur_with_mask(cell) is None:
+        raise ValueError(
+            "carry_dropout needs a cell whose recurrent matmul it can drop the hidden state "
+            "into (Cell.fused or Cell.masked_recur: lstm, gru, simple, indrnn), got one with "
+            "neither. A linear recurrence (min_gru, min_lstm, lru) has no recurrent matmul: "
+            "use input_dropout or a dropout layer; for a deep RNN use "
+            "serial(rnn(c1, ...), rnn(c2, ...))"
+        )
     unknown = sorted(set(unroll_options) - set(UNROLL_OPTIONS))
     if unknown:  # found here, not at the first apply
         raise TypeError(f"rnn got unknown options {unknown}; it takes {list(UNROLL_OPTIONS)}")
@@ -343,15 +351,7 @@ def _with_carry_dropout(cell: Cell, params, key, rate: float, batch: int) -> Cel
 
     The mask is drawn once, outside the scan, so every step reuses it.
     """
-    masked_recur = recur_with_mask(cell)
-    if masked_recur is None:
-        raise ValueError(
-            "carry_dropout needs a cell whose recurrent matmul it can drop the hidden state "
-            "into (Cell.fused or Cell.masked_recur: lstm, gru, simple, indrnn), got one with "
-            "neither. A linear recurrence (min_gru, min_lstm, lru) has no recurrent matmul: "
-            "use input_dropout or a dropout layer; for a deep RNN use "
-            "serial(rnn(c1, ...), rnn(c2, ...))"
-        )
+    masked_recur = recur_with_mask(cell)  # rnn checked that there is one
     hidden = _hidden(jax.eval_shape(lambda: cell.initial_carry(params, (batch,))))
     mask = _dropout_mask(key, rate, hidden.shape)
 

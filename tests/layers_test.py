@@ -318,12 +318,8 @@ def test_rnn_carry_dropout_reaches_the_fused_backward_pass(cell):
 
 
 def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():
-    layer = rnnjax.rnn(cells.stack(cells.gru(H), cells.gru(H)), carry_dropout=0.2)
-    params, _ = layer.init(jax.random.key(0), D)
-    xs = normal(1, (B, T, D))
-    layer.apply(params, xs)  # no key, no dropout, no complaint
     with pytest.raises(ValueError, match="carry_dropout needs"):
-        layer.apply(params, xs, key=jax.random.key(0))
+        rnnjax.rnn(cells.stack(cells.gru(H), cells.gru(H)), carry_dropout=0.2)
     for rates in ({"input_dropout": 1.0}, {"carry_dropout": -0.1}):
         with pytest.raises(ValueError, match="dropout"):
             rnnjax.rnn(cells.gru(H), **rates)
@@ -341,13 +337,10 @@ def test_rnn_refuses_unroll_options_that_change_the_layers_shapes(option):
 
 @pytest.mark.parametrize("cell", [cells.min_gru(H), cells.lru(H)], ids=["min_gru", "lru"])
 def test_carry_dropout_refuses_linear_recurrences(cell):
-    """Their carry is the memory itself; there is no recurrent matmul to drop it into."""
-    layer = rnnjax.rnn(cell, carry_dropout=0.5)
-    params, _ = layer.init(jax.random.key(0), D)
-    xs = normal(1, (B, T, D))
-    layer.apply(params, xs)  # no key, no dropout
+    """Their carry is the memory itself; there is no recurrent matmul to drop it into. Refused
+    where the layer is built, not at its first apply with a key."""
     with pytest.raises(ValueError, match="A linear recurrence .* has no recurrent matmul"):
-        layer.apply(params, xs, key=jax.random.key(2))
+        rnnjax.rnn(cell, carry_dropout=0.5)
 
 
 def test_dense_bfloat16_compute_is_a_float32_accumulated_product_of_rounded_operands():

@@ -408,6 +408,15 @@ def _counting_calls(monkeypatch) -> list[int]:
     return counts
 
 
+def test_rerunning_a_finished_run_says_there_is_nothing_left(dirs, reference, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(dirs / "reference", workdir)
+    (workdir / "learning_curves.png").unlink()
+    train_and_evaluate(launch.load_config(str(CONFIG), _overrides(dirs)), workdir)
+    assert "has trained its 3 epochs: nothing left to train" in capsys.readouterr().out
+    _assert_same_run(workdir, reference)  # the figures written again
+
+
 def test_resuming_with_fewer_epochs_than_trained_is_refused(dirs, reference, tmp_path):
     """Step 18 is no epoch's end of a 2-epoch run: neither trained on nor reported."""
     workdir = tmp_path / "run"

@@ -151,7 +151,16 @@ def make_mesh(data: int = -1) -> Mesh:
     if data == -1:
         data = len(devices)
     if not 1 <= data <= len(devices):
-        raise ValueError(f"mesh.data must be -1 (all) or 1..{len(devices)} devices, got {data}")
+        why = (  # split_cpu chose the count
+            "; on a CPU the launcher makes one device per core, no more than divide batch_size, "
+            "and mesh.cpu_devices sets another count"
+            if devices[0].platform == "cpu"
+            else ""
+        )
+        raise ValueError(
+            f"mesh.data must be -1 (all) or 1..{len(devices)} devices, got {data} (this process "
+            f"has {len(devices)}{why})"
+        )
     if jax.process_count() > 1 and data != len(devices):
         raise ValueError(
             f"mesh.data must be -1 (all {len(devices)} devices) with {jax.process_count()} "
