@@ -84,6 +84,13 @@ def test_split_slices_are_cached_separately(idx_set, mnist_dir):
     head = data.load("mnist", "train[:5]", data_dir=mnist_dir)
     np.testing.assert_array_equal(head["image"], images[:5])
     assert data.load("mnist", "train", data_dir=mnist_dir)["image"].shape[0] == 20
+    # a split of many slices, too long to quote as a file name, is cached under its hash
+    many = "+".join(f"train[{k}:{k + 1}]" for k in range(0, 20, 2))
+    for _ in range(2):  # the second load reads the cache
+        np.testing.assert_array_equal(
+            data.load("mnist", many, data_dir=mnist_dir)["image"], images[::2]
+        )
+    assert len(list((mnist_dir / "mnist_idx" / "1.0.0" / "numpy").glob("split-*.npz"))) == 1
 
 
 def test_a_prepared_set_loads_but_warns_of_a_manual_dir_without_the_files(

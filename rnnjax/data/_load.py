@@ -1,6 +1,7 @@
 """Loading tfds splits as numpy arrays through ``array_record`` (no TensorFlow), cached as .npz."""
 
 import functools
+import hashlib
 import logging
 import zipfile
 import zlib
@@ -55,7 +56,7 @@ def load(
     """
     data_dir = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
     builder = _builder(name, data_dir, manual_dir)
-    cache = Path(builder.data_dir) / "numpy" / f"{quote(split, safe='')}.npz"
+    cache = Path(builder.data_dir) / "numpy" / _cache_name(split)
     if cache.exists() and (arrays := _cached(cache, builder, split)) is not None:
         return arrays
     arrays = _read_split(builder, split)
@@ -125,6 +126,15 @@ def _warn_unread_manual_dir(manual_dir: str, missing: str, name: str, prepared: 
         name,
         prepared,
     )
+
+
+def _cache_name(split: str) -> str:
+    """The cache file of ``split``: its quoted name (``train.npz``), or a hash of it when that
+    would be too long for a file name (a split of many slices joined by ``+``)."""
+    name = f"{quote(split, safe='')}.npz"
+    if len(name) <= 128:
+        return name
+    return f"split-{hashlib.sha256(split.encode()).hexdigest()[:32]}.npz"
 
 
 def _cached(cache: Path, builder, split: str) -> dict[str, np.ndarray] | None:
