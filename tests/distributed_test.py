@@ -226,6 +226,9 @@ def test_initialize_does_nothing_for_one_process(monkeypatch):
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
     assert not distributed.initialize()
+    assert not distributed.initialize(num_processes=1, process_id=0)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "1")  # one process, said explicitly
+    assert not distributed.initialize()
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match=r"JAX_NUM_PROCESSES must be .* got 'two'"):
         distributed.initialize()

@@ -50,7 +50,8 @@ def initialize(
     address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
     count = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
     index = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
-    if not detect_cluster and address is None and count is None and index is None:
+    single = count in (None, 1) and index in (None, 0)  # e.g. JAX_NUM_PROCESSES=1 alone
+    if not detect_cluster and address is None and single:
         return False
     jax.distributed.initialize(address, count, index)
     return True
