@@ -381,6 +381,11 @@ init = functools.partial(rnnjax.train.init_state, model, tx, jax.random.key(0))
 state, layout = distributed.sharded_state(init, distributed.make_mesh(2))
 rows = {"inputs": np.ones((4, 5, 3), np.float32), "labels": np.arange(4, dtype=np.int32)}
 batch = distributed.global_batch(rows, layout.batch)
+try:  # rows that do not split over the devices are named with the sizes that do
+    distributed.global_batch({k: v[:3] for k, v in rows.items()}, layout.batch)
+    sys.exit("3 rows were split over 2 devices")
+except ValueError as e:
+    assert "got batch_size=3: use a multiple of 2 such as 2 or 4" in str(e), e
 step = rnnjax.train.make_train_step(model, tx, rnnjax.train.softmax_xent, layout=layout)
 eval_step = rnnjax.train.make_eval_step(model, rnnjax.train.softmax_xent, layout=layout)
 

@@ -311,7 +311,20 @@ def _wait(previous, handed_on, latest) -> None:
 
 
 def global_batch(rows: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Joins every process's ``rows`` (its block of the batch) into global arrays."""
+    """Joins every process's ``rows`` (its block of the batch) into global arrays.
+
+    ``sharding`` is a layout's ``batch`` (rows on axis 0) or ``steps`` (batches stacked
+    ``[K, B, ...]``, rows on axis 1); rows that do not split evenly over the mesh are named
+    with the nearest sizes that do."""
+    axis = list(sharding.spec).index(AXIS)
+    for name, value in rows.items():
+        if np.ndim(value) <= axis:
+            stacked = " (batches stacked [K, B, ...] for steps_per_call)" if axis else ""
+            raise ValueError(
+                f"batch entry {name!r} needs its rows on axis {axis}{stacked}, got shape "
+                f"{np.shape(value)}"
+            )
+        check_batch_size(np.shape(value)[axis] * jax.process_count(), sharding.mesh.size)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in rows.items()}
 
 
