@@ -163,6 +163,8 @@ def test_a_corrupt_or_stale_cache_is_rebuilt_from_the_prepared_split(idx_set, tm
         "garbage": lambda: cache.write_bytes(b"not an npz file"),
         "fewer examples": lambda: _cache.save(cache, {"image": images[:3], "label": labels[:3]}),
         "a missing feature": lambda: _cache.save(cache, {"image": images}),
+        "another dtype": lambda: _cache.save(cache, {"image": images / 255.0, "label": labels}),
+        "another shape": lambda: _cache.save(cache, {"image": images[..., None], "label": labels}),
     }
     for damage, write in damages.items():
         write()
@@ -230,10 +232,11 @@ class RnnjaxTinyMixed(tfds.core.GeneratorBasedBuilder):
             yield i, example | {"meta": {"score": i / 2}}
 
 
-def test_generic_prepared_dataset_loads_and_caches(tmp_path):
+def test_generic_prepared_dataset_loads_and_caches(tmp_path, caplog):
     RnnjaxTinyMixed(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-    for _ in range(2):  # from tfds, then from the cache
+    for _ in range(2):  # from tfds, then from the cache, which matches its columns
         arrays = data.load("rnnjax_tiny_mixed", "train", data_dir=tmp_path)
+        assert "Rebuilding" not in caplog.text
         order = np.argsort(arrays["meta/score"])  # tfds shuffles examples on write
         assert arrays["image"].shape == (5, 4, 3)
         np.testing.assert_array_equal(arrays["image"][order][:, 0, 0], 10 * np.arange(5))

@@ -146,19 +146,35 @@ def _cached(cache: Path, builder, split: str) -> dict[str, np.ndarray] | None:
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         logging.warning("Rebuilding %s: it cannot be read (%s).", cache, e)
         return None
-    keys = sorted(dict(_flatten(builder.info.features.get_tensor_info())))
+    columns = _columns(builder)
     expected = builder.info.splits[split].num_examples
     lengths = {key: len(value) for key, value in arrays.items()}
-    if sorted(arrays) != keys or set(lengths.values()) != {expected}:
+    if sorted(arrays) != sorted(columns) or set(lengths.values()) != {expected}:
         logging.warning(
             "Rebuilding %s: expected features %s of %d examples, found lengths %s.",
             cache,
-            keys,
+            sorted(columns),
             expected,
             lengths,
         )
         return None
+    found = {key: f"{a.dtype}{list(a.shape[1:])}" for key, a in arrays.items()}
+    if found != columns:
+        logging.warning("Rebuilding %s: expected columns %s, found %s.", cache, columns, found)
+        return None
     return arrays
+
+
+def _columns(builder) -> dict[str, str]:
+    """Each feature's column as ``_read_split`` makes it: dtype and per-example shape, e.g.
+    ``uint8[28, 28]`` (text and features of varying shape: ``object[]``)."""
+    squeeze = _single_channel_images(builder.info.features)
+    columns = {}
+    for key, info in _flatten(builder.info.features.get_tensor_info()):
+        shape = info.shape[:-1] if key in squeeze else info.shape
+        fixed = np.dtype(info.np_dtype).kind not in "OSU" and None not in shape
+        columns[key] = f"{np.dtype(info.np_dtype)}{list(shape)}" if fixed else "object[]"
+    return columns
 
 
 def _idx_folder(name: str, manual_dir) -> Path:
