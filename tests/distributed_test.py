@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 from trainruns import restore_final_state
@@ -513,3 +514,22 @@ def _sums_by_enclosing(jaxpr, within: tuple) -> list[tuple]:
 
 if __name__ == "__main__":
     _subprocess_runs(Path(sys.argv[1]))
+
+
+def test_a_scalar_output_of_forward_under_a_layout_is_named():
+    """A layout splits forward's outputs by their batch axis: a scalar has none."""
+    model = rnnjax.seq2vec(rnnjax.rnn(rnnjax.cells.simple(4)), rnnjax.dense(3), in_size=2)
+    tx = optax.sgd(0.1)
+    init = lambda: rnnjax.train.init_state(model, tx, jax.random.key(0))  # noqa: E731
+    state, layout = distributed.sharded_state(init, distributed.make_mesh(1))
+
+    def forward(params, batch, key):
+        return model.apply(params, batch["inputs"]), jnp.float32(0.0)
+
+    def loss(outputs, batch):
+        return rnnjax.train.softmax_xent(outputs[0], batch)
+
+    step = rnnjax.train.make_train_step(model, tx, loss, forward=forward, layout=layout)
+    rows = {"inputs": np.ones((2, 3, 2), np.float32), "labels": np.arange(2)}
+    with pytest.raises(ValueError, match=r"forward\[1\] is a scalar: return per-example"):
+        step(state, distributed.global_batch(rows, layout.batch))

@@ -244,7 +244,16 @@ def data_parallel(forward: Callable, mesh: Mesh) -> Callable:
         params = jax.lax.pcast(params, (AXIS,), to="varying")  # the gradient's psum: here, once
         rows = jax.tree.leaves(batch)[0].shape[0]
         with layers.rows_from(jax.lax.axis_index(AXIS) * rows):
-            return forward(params, batch, key)
+            outputs = forward(params, batch, key)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(outputs):
+            if np.ndim(leaf) == 0:
+                raise ValueError(
+                    "under a layout, forward's outputs are split over the devices by their "
+                    f"first (batch) axis, but forward{jax.tree_util.keystr(path)} is a scalar: "
+                    "return per-example values [B, ...] (a weight penalty goes in the "
+                    "optimizer, e.g. optax.add_decayed_weights)"
+                )
+        return outputs
 
     spread = jax.shard_map(
         local,
