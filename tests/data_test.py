@@ -187,6 +187,19 @@ def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list((tmp_path / "numpy").iterdir()) == []
 
 
+def test_labels_outside_the_classes_are_named_with_their_file(idx_set, tmp_path):
+    folder = tmp_path / "manual"
+    shutil.copytree(idx_set[0], folder)
+    path = folder / "train-labels-idx1-ubyte.gz"
+    labels = _builders.read_idx(path).copy()
+    labels[3] = 10  # one past the ten digits
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + len(labels).to_bytes(4, "big") + labels.tobytes())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\), got 10") as error:
+        data.load("mnist", "train", data_dir=tmp_path / "tfds", manual_dir=folder)
+    assert str(path) in str(error.value)
+
+
 def test_a_cut_idx_header_is_named(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     with gzip.open(path, "wb") as f:

@@ -96,6 +96,12 @@ class _IdxBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 f"{folder}/{prefix}-*: expected images [N, 28, 28] and labels [N], "
                 f"got {images.shape} and {labels.shape}"
             )
+        if labels.size and labels.max() >= len(self.LABELS):
+            raise ValueError(
+                f"{folder}/{prefix}-labels-idx1-ubyte.gz: labels must lie in "
+                f"[0, {len(self.LABELS)}), got {int(labels.max())}: is it a label file of "
+                "this dataset?"
+            )
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             yield i, {"image": image, "label": int(label)}
 
