@@ -332,6 +332,7 @@ def test_process_slices_partition_each_global_batch():
         ({"a": np.zeros(4), "b": np.zeros(5)}, {}),
         ({"a": np.zeros(4)}, {"process_count": 2}),
         ({"a": np.zeros(4)}, {"process_count": 3, "process_index": 3}),
+        ({"a": np.zeros(4)}, {"process_count": 0}),
         ({"a": np.zeros(2)}, {}),
         ({"a": np.zeros(4)}, {"start_step": -1}),
         ({"a": np.zeros(4)}, {"seed": -2}),

@@ -85,7 +85,8 @@ def test_test_split_is_reproducible_and_unseen_in_training():
 def test_problem_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"one of \('dates', 'addition'\), got 'sums'"):
         translation.problem("sums")
-    with pytest.raises(ValueError, match="max_digits must be at least 1, got 0"):
-        translation.problem("addition", max_digits=0)
+    for digits in (0, 19):  # operands of 19 digits would not fit numpy's int64 draws
+        with pytest.raises(ValueError, match=rf"max_digits must be in \[1, 18\], got {digits}"):
+            translation.problem("addition", max_digits=digits)
     with pytest.raises(ValueError, match="could not draw 50 test examples"):
         translation.splits(translation.problem("addition", max_digits=1), 2000, 50, seed=0)

@@ -59,7 +59,7 @@ def batches(
         raise ValueError(f"batch_size {batch_size} exceeds the {n} examples with drop_remainder")
     if start_step < 0 or seed < 0:  # (numpy's generators take no negative seed)
         raise ValueError(f"start_step and seed must be >= 0, got {start_step} and {seed}")
-    if batch_size % process_count or not 0 <= process_index < process_count:
+    if process_count < 1 or batch_size % process_count or not 0 <= process_index < process_count:
         raise ValueError(
             f"need batch_size % process_count == 0 and 0 <= process_index < process_count, got "
             f"batch_size={batch_size}, process_index={process_index}, process_count={process_count}"

@@ -122,8 +122,8 @@ def problem(name: str, *, max_digits: int = 3) -> Problem:
             pairs=date_pairs,
         )
     if name == "addition":
-        if max_digits < 1:
-            raise ValueError(f"max_digits must be at least 1, got {max_digits}")
+        if not 1 <= max_digits <= 18:  # operands below 10**18 fit numpy's int64 draws
+            raise ValueError(f"max_digits must be in [1, 18], got {max_digits}")
         return Problem(
             name,
             source_vocab=Vocabulary("+" + DIGITS),
