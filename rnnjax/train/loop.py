@@ -34,8 +34,8 @@ CHECKPOINTS_DIR = "checkpoints"
 
 # Config keys (fnmatch patterns) a rerun may change in a workdir that holds checkpoints: how long
 # to train (a cosine schedule then decays over the new length), progress, logging and checkpoint
-# cadence and retention, where the same data is read from, and the devices (any resume on any)
-# with the CPU's vector width (a machine without AVX-512 may go on with 256).
+# cadence and retention, where the same data is read from, the devices (any resume on any) and
+# the CPU's vector width (speed settings: a machine without AVX-512 may go on with 256).
 RESUMABLE_KEYS = (
     "num_epochs",
     "progress",
