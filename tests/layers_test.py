@@ -4,6 +4,8 @@ Dropout masks are made visible with probe cells: one whose output is its input, 
 output is the carry it is given, so the variational masks can be read step by step.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -315,6 +317,18 @@ def test_rnn_carry_dropout_reaches_the_fused_backward_pass(cell):
         grads(True),
         grads(False),
     )
+
+
+def test_rnn_passes_on_every_unroll_option_a_layer_does_not_set_itself():
+    """``UNROLL_OPTIONS`` lists ``rnnjax.unroll``'s keyword options but those of the layer's
+    own shapes and calls; an option added to ``unroll`` must be added there too."""
+    keywords = {
+        name
+        for name, p in inspect.signature(rnnjax.unroll).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    set_by_layers = {"lengths", "reverse", "resets", "time_major", "return_sequences"}
+    assert set(rnnjax.layers.UNROLL_OPTIONS) == keywords - set_by_layers
 
 
 def test_rnn_carry_dropout_rejects_a_stack_and_bad_rates():

@@ -203,7 +203,8 @@ class Checkpoints:
             raise _Damaged(f"unreadable metadata ({type(e).__name__}: {e})") from e
         # A changed layout must read as damage, not as a different model (records written
         # before the record had its own sum have none to check)
-        if record.get("record_sha256", _record_digest(record)) != _record_digest(record):
+        record_sum = record.get("record_sha256")
+        if record_sum is not None and record_sum != _record_digest(record):
             raise _Damaged("checksum mismatch in its record: its layout or metadata changed")
         if layout != _layout(target):
             raise ValueError(_mismatch(step, layout, _layout(target)))

@@ -105,14 +105,15 @@ def train_and_evaluate(config, workdir: str | Path) -> list[dict]:
         with Checkpoints(workdir / CHECKPOINTS_DIR, keep=config.keep_checkpoints) as ckpts:
             restored = ckpts.restore(state)
             state, sums = (state, None) if restored is None else (restored[0], restored[1]["sums"])
-            _check_not_past_the_end(config, int(state.step), spe, workdir)
-            if int(state.step) == config.num_epochs * spe and jax.process_index() == 0:
+            start = int(state.step)
+            _check_not_past_the_end(config, start, spe, workdir)
+            if start == config.num_epochs * spe and jax.process_index() == 0:
                 print(
                     f"{workdir} has trained its {config.num_epochs} epochs: nothing left to "
                     "train (a larger num_epochs goes on); the figures are written again",
                     flush=True,
                 )
-            run = _Run(config, task, tx, spe, ckpts, workdir, int(state.step), layout)
+            run = _Run(config, task, tx, spe, ckpts, workdir, start, layout)
             with contextlib.closing(run):
                 state, finished = run.epochs(state, sums, stop)
         distributed.sync("metrics written")
